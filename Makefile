@@ -1,0 +1,50 @@
+# ecr-pullthrough: `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+IMAGE ?= ecr-pullthrough:dev
+
+.PHONY: help venv lint controlplane test test-unit test-e2e demo bench image clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed ## Create the virtualenv with the package and its dev tools
+
+lint: venv ## ruff, mypy (strict) and the import-layer contract
+	$(BIN)/ruff check webhook tests
+	$(BIN)/ruff format --check webhook tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver and helm; a cold build takes ~30-40 min
+	$(PYTHON) tests/controlplane/build.py
+
+test: lint controlplane ## Run every test: lint, unit, property and end-to-end (what CI runs)
+	$(BIN)/pytest -p no:cacheprovider
+
+test-unit: venv ## Unit and property tests only (no control plane)
+	$(BIN)/pytest -p no:cacheprovider -m 'not e2e'
+
+test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver only
+	$(BIN)/pytest -p no:cacheprovider -m e2e
+
+demo: venv ## Run the webhook locally on a throwaway certificate and show a sample pod rewritten
+	$(BIN)/ecr-pullthrough demo
+
+bench: venv ## Measure webhook throughput and latency; prints and writes bench-results.json
+	$(BIN)/python -m tests.bench.webhook --output bench-results.json
+
+image: ## Build the container image (needs Docker)
+	docker build -t $(IMAGE) .
+
+clean: ## Remove the virtualenv and build leftovers (not the control-plane cache)
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis bench-results.json

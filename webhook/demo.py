@@ -1,0 +1,120 @@
+"""`ecr-pullthrough demo`: the real webhook process, a throwaway certificate, one sample pod.
+
+It starts `ecr-pullthrough webhook` on 127.0.0.1 with a freshly generated CA
+and serving certificate, sends it an AdmissionReview of a pod with several
+kinds of images over verified TLS, applies the returned patch and prints each
+image before and after, with the reason. Settings not given default to an
+example registry, so it runs with no AWS account at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+
+from webhook import certs
+
+EXAMPLE_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+SAMPLE_POD: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"generateName": "demo-", "namespace": "default", "labels": {"app": "demo"}},
+    "spec": {
+        "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+        "containers": [
+            {"name": "web", "image": "nginx:1.27"},
+            {"name": "cache", "image": "bitnami/redis:7.2"},
+            {"name": "metrics", "image": "quay.io/prometheus/node-exporter:v1.8.2"},
+            {"name": "app", "image": "ghcr.io/example/app:2.0"},
+            {"name": "pinned", "image": "alpine@sha256:" + "a" * 64},
+            {"name": "already", "image": f"{EXAMPLE_REGISTRY}/docker-hub/library/redis:7"},
+        ],
+    },
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(url: str, context: ssl.SSLContext, process: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the webhook exited with status {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=1):  # noqa: S310 (https to 127.0.0.1)
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the webhook did not answer {url} in time")
+
+
+def run(args: list[str] | tuple[str, ...] | Any) -> int:
+    settings_args = list(args)
+    if not any(a.startswith(("--registry", "--account-id")) for a in settings_args) and not (
+        os.environ.get("ECR_PULLTHROUGH_REGISTRY") or os.environ.get("ECR_PULLTHROUGH_ACCOUNT_ID")
+    ):
+        settings_args += ["--registry", EXAMPLE_REGISTRY, "--upstreams", "quay.io=quay"]
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="ecr-pullthrough-demo-") as folder:
+        ca = certs.make_ca()
+        serving = certs.make_leaf(ca, "ecr-pullthrough-demo", dns_names=("localhost",), ip_addresses=("127.0.0.1",))
+        cert, key = Path(folder, "tls.crt"), Path(folder, "tls.key")
+        serving.write(cert, key)
+        command = [sys.executable, "-m", "webhook", "webhook", "--tls-cert", str(cert), "--tls-key", str(key)]
+        command += ["--port", str(port), "--log-level", "warning", *settings_args]
+        print(f"starting: ecr-pullthrough webhook --port {port} {' '.join(settings_args)}")
+        process = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
+        try:
+            context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+            base = f"https://127.0.0.1:{port}"
+            _wait_ready(f"{base}/healthz", context, process, time.monotonic() + 30)
+            review = {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": str(uuid.uuid4()),
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": "default",
+                    "operation": "CREATE",
+                    "userInfo": {"username": "demo"},
+                    "object": SAMPLE_POD,
+                },
+            }
+            request = urllib.request.Request(  # noqa: S310 (https to 127.0.0.1)
+                f"{base}/mutate", data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, context=context, timeout=5) as answer:  # noqa: S310
+                response = json.load(answer)["response"]
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    patch = json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
+    after = jsonpatch.apply_patch(SAMPLE_POD, patch)
+    print(f"\nAdmissionReview {response['uid']}: allowed={response['allowed']}, {len(patch)} patch operations\n")
+    for field in ("initContainers", "containers"):
+        for before, now in zip(SAMPLE_POD["spec"][field], after["spec"][field], strict=True):
+            mark = "->" if before["image"] != now["image"] else "=="
+            print(f"  {before['name']:<8} {before['image']}\n           {mark} {now['image']}")
+    print(f"\nimagePullSecrets: {after['spec'].get('imagePullSecrets')}")
+    for key, value in (after["metadata"].get("annotations") or {}).items():
+        print(f"annotation {key}: {value}")
+    print("\nWhy each image got its result: ecr-pullthrough rewrite IMAGE... (same settings)")
+    return 0

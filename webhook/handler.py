@@ -1,0 +1,114 @@
+"""The admission adapter: decode the review, mutate the pod, encode the answer, log and count.
+
+It never blocks a pod: anything unexpected, including a bug of ours, becomes
+`allowed: true` with no patch, logged and counted. Only a body that is not an
+AdmissionReview at all gets an error status (400), and the API server's
+`failurePolicy: Ignore` admits the pod anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from webhook import admission
+from webhook.metrics import WebhookMetrics
+from webhook.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
+
+log = logging.getLogger("ecr_pullthrough.webhook")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+class AdmissionHandler:
+    def __init__(self, policy: PodPolicy, metrics: WebhookMetrics) -> None:
+        self.policy = policy
+        self.metrics = metrics
+
+    def handle(self, body: bytes) -> Answer:
+        started = time.perf_counter()
+        try:
+            request = admission.parse_review(body)
+        except admission.BadReviewError as error:
+            self.metrics.admissions.labels("bad_request").inc()
+            log.warning("bad admission request", extra={"fields": {"uid": error.uid, "reason": error.reason}})
+            return Answer(400, {"uid": error.uid, "error": error.reason})
+        try:
+            answer = self._review(request)
+        except Exception:
+            self.metrics.admissions.labels("error").inc()
+            log.exception("admission failed; allowed unchanged", extra={"fields": _request_fields(request)})
+            answer = admission.allowed(request.uid)
+        self.metrics.duration.observe(time.perf_counter() - started)
+        return Answer(200, answer)
+
+    def _review(self, request: admission.AdmissionRequest) -> dict[str, Any]:
+        fields = _request_fields(request)
+        expected = request.is_pod and (
+            (request.operation == "CREATE" and request.sub_resource == "")
+            or (request.operation == "UPDATE" and request.sub_resource == EPHEMERAL_SUBRESOURCE)
+        )
+        if not expected or not isinstance(request.object, dict):
+            self.metrics.admissions.labels("ignored").inc()
+            log.warning(
+                "unexpected object allowed unchanged",
+                extra={
+                    "fields": {
+                        **fields,
+                        "kind": request.kind.kind,
+                        "resource": request.resource.resource,
+                        "operation": request.operation,
+                    }
+                },
+            )
+            return admission.allowed(request.uid)
+
+        mutation = mutate_pod(
+            request.object,
+            self.policy,
+            namespace=request.namespace,
+            sub_resource=request.sub_resource,
+            old_pod=request.old_object,
+        )
+        outcome = "skipped" if mutation.skipped else "patched" if mutation.patch else "unchanged"
+        self.metrics.admissions.labels(outcome).inc()
+        for item in mutation.containers:
+            self.metrics.images.labels(item.decision.reason.value, mutation.mode).inc()
+        log.info("admission", extra={"fields": {**fields, "outcome": outcome, **describe(mutation)}})
+        return admission.patched(request.uid, mutation.patch)
+
+
+def describe(mutation: Mutation) -> dict[str, Any]:
+    """What changed and why not, for the log line (and the demo)."""
+    if mutation.skipped:
+        return {"skipped": mutation.skipped}
+    return {
+        "mode": mutation.mode,
+        "rewritten": [
+            {"container": c.name, "from": c.decision.original, "to": c.decision.image} for c in mutation.rewritten
+        ],
+        "unchanged": [
+            {"container": c.name, "image": c.decision.original, "reason": c.decision.reason.value}
+            | ({"detail": c.decision.detail} if c.decision.detail else {})
+            for c in mutation.containers
+            if not c.decision.changed
+        ],
+    }
+
+
+def _request_fields(request: admission.AdmissionRequest) -> dict[str, Any]:
+    metadata = (request.object or {}).get("metadata") or {}
+    return {
+        "uid": request.uid,
+        "namespace": request.namespace,
+        "pod": request.name or metadata.get("name") or metadata.get("generateName", ""),
+        "operation": request.operation,
+        "subResource": request.sub_resource,
+        "dryRun": request.dry_run,
+    }

@@ -1,0 +1,97 @@
+"""The rewrite decision: one image string in, the new reference or the reason it is left alone out.
+
+Everything that rewrites (the admission webhook, the `rewrite` command, audit
+mode) calls `decide`; nothing else knows the rules. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from webhook import images
+
+DigestPolicy = Literal["skip", "rewrite"]
+
+# Private ECR registry hosts, in every partition and endpoint flavour:
+# <account>.dkr.ecr.<region>.amazonaws.com, .amazonaws.com.cn (China),
+# dkr.ecr-fips (FIPS) and <account>.dkr-ecr.<region>.on.aws (dual-stack).
+ECR_HOST = re.compile(
+    r"^(?P<account>[0-9]{12})\.dkr[.-]ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|on\.aws)$",
+    re.IGNORECASE,
+)
+
+
+class Reason(StrEnum):
+    """Why an image got the result it got; the words in logs, annotations and metrics."""
+
+    REWRITTEN = "rewritten"
+    OTHER_REGISTRY = "other-registry"
+    ALREADY_ECR = "already-ecr"
+    INVALID_REFERENCE = "invalid-reference"
+    PATH_TOO_LONG = "path-too-long"
+    EXCLUDED_IMAGE = "excluded-image"
+    DIGEST_PINNED = "digest-pinned"
+    # Pod-level reasons, decided by the webhook around `decide`.
+    PULL_SECRET_MISSING = "pull-secret-missing"
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteRules:
+    """What `decide` needs of the settings, and nothing else."""
+
+    registry: str
+    docker_hub_prefix: str = "docker-hub"
+    # Other upstream registry host (lowercase) -> ECR repository prefix.
+    upstreams: Mapping[str, str] = field(default_factory=dict)
+    digest_policy: DigestPolicy = "skip"
+    # Globs matched against the normalised name, e.g. `docker.io/library/busybox`.
+    exclude_images: tuple[str, ...] = ()
+
+    def prefix_for(self, reference: images.ImageReference) -> str | None:
+        if reference.is_docker_hub:
+            return self.docker_hub_prefix
+        return self.upstreams.get(reference.domain.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    original: str
+    image: str
+    reason: Reason
+    detail: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.image != self.original
+
+
+def decide(image: str, rules: RewriteRules) -> Decision:
+    """Return the pull-through reference for `image`, or `image` itself with the reason it stays."""
+
+    def unchanged(reason: Reason, detail: str = "") -> Decision:
+        return Decision(original=image, image=image, reason=reason, detail=detail)
+
+    try:
+        reference = images.parse(image)
+    except images.InvalidReferenceError as error:
+        return unchanged(Reason.INVALID_REFERENCE, str(error))
+    if ECR_HOST.match(reference.domain):
+        return unchanged(Reason.ALREADY_ECR)
+    prefix = rules.prefix_for(reference)
+    if prefix is None:
+        return unchanged(Reason.OTHER_REGISTRY, reference.domain)
+    for pattern in rules.exclude_images:
+        if fnmatch.fnmatchcase(reference.name, pattern):
+            return unchanged(Reason.EXCLUDED_IMAGE, pattern)
+    if reference.digest is not None and rules.digest_policy == "skip":
+        return unchanged(Reason.DIGEST_PINNED, "a first pull by digest is not imported by ECR pull-through")
+    path = f"{prefix}/{reference.path}"
+    if len(path) > images.MAX_PATH_LENGTH:
+        return unchanged(Reason.PATH_TOO_LONG, f"{len(path)} > {images.MAX_PATH_LENGTH} characters")
+    rewritten = images.ImageReference(domain=rules.registry, path=path, tag=reference.tag, digest=reference.digest)
+    return Decision(original=image, image=str(rewritten), reason=Reason.REWRITTEN)

@@ -1,0 +1,123 @@
+"""The webhook's HTTP layer: transport only (body limit, content type, JSON out).
+
+Deciding is the handler's job; this module reads at most `max_body_bytes`,
+hands the bytes over and writes the answer back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook import logs
+from webhook.handler import AdmissionHandler
+from webhook.metrics import WebhookMetrics
+from webhook.mutate import PodPolicy
+from webhook.settings import WebhookSettings
+from webhook.tls import ReloadingContext
+
+log = logging.getLogger("ecr_pullthrough.webhook")
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
+    app = FastAPI(title="ecr-pullthrough webhook", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            metrics.admissions.labels("bad_request").inc()
+            return JSONResponse({"error": f"content type must be application/json, not {content_type!r}"}, 415)
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except BodyTooLargeError:
+            metrics.admissions.labels("bad_request").inc()
+            log.warning("admission request too large", extra={"fields": {"limit": max_body_bytes}})
+            return JSONResponse({"error": f"body larger than {max_body_bytes} bytes"}, 413)
+        # Deciding is CPU-only and takes well under a millisecond: no thread hop.
+        answer = handler.handle(body)
+        return JSONResponse(answer.body, answer.status)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        return {"status": "ready"}
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def policy_from(settings: WebhookSettings) -> PodPolicy:
+    return PodPolicy(
+        rules=settings.rewrite_rules(),
+        secret_name=settings.secret_name,
+        opt_out_label=settings.opt_out_label,
+        exclude_namespaces=frozenset(settings.exclude_namespaces),
+        mode=settings.mode,
+    )
+
+
+def serve(settings: WebhookSettings) -> None:
+    """Run the webhook over TLS until SIGTERM or SIGINT."""
+    logs.configure(settings.log_level)
+    metrics = WebhookMetrics()
+    tls = ReloadingContext(
+        settings.tls_cert, settings.tls_key, lambda ok: metrics.tls_reloads.labels("ok" if ok else "error").inc()
+    )
+    app = create_app(AdmissionHandler(policy_from(settings), metrics), metrics, settings.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        # uvicorn would build its TLS context once from file names; ours follows the files.
+        ssl_context_factory=lambda _config, _default: tls.context,
+    )
+    log.info(
+        "webhook starting",
+        extra={
+            "fields": {
+                "host": settings.host,
+                "port": settings.port,
+                "registry": settings.registry_host,
+                "prefix": settings.prefix,
+                "upstreams": settings.upstreams,
+                "mode": settings.mode,
+                "digestPolicy": settings.digest_policy,
+            }
+        },
+    )
+    asyncio.run(uvicorn.Server(config).serve())

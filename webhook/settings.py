@@ -1,0 +1,197 @@
+"""One typed settings model for every command.
+
+Each setting is a flag (`--digest-policy`) and an environment variable
+(`ECR_PULLTHROUGH_DIGEST_POLICY`); a flag wins. The chart hands the same
+environment to the webhook and the controller, so they can never disagree on
+registry, prefix, pull-secret name or exclusions. Settings are read once, at
+start, validated, and passed down; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliPositionalArg, NoDecode, SettingsConfigDict
+
+from webhook.images import DOCKER_HUB_ALIASES
+from webhook.rewrite import ECR_HOST, DigestPolicy, RewriteRules
+
+ENV_PREFIX = "ECR_PULLTHROUGH_"
+# ecrRepositoryPrefix of CreatePullThroughCacheRule (botocore's ECR service model): 2-30 characters.
+ECR_REPOSITORY_PREFIX = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+# A Kubernetes object name (DNS-1123 subdomain) and a label key (optional DNS prefix, then a name).
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_KEY = re.compile(
+    r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+AWS_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
+AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]+$")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b` as well as JSON `["a","b"]` from the environment."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _split_map(value: Any) -> Any:
+    """Accept `host=prefix,host=prefix` as well as JSON `{"host": "prefix"}`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = [item.strip() for item in text.split(",") if item.strip()]
+        if any("=" not in pair for pair in pairs):
+            raise ValueError("expected host=prefix pairs separated by commas, or a JSON object")
+        return dict(pair.split("=", 1) for pair in pairs)
+    return value
+
+
+class CommonSettings(BaseSettings):
+    """Settings every command shares (webhook, controller, rewrite)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        cli_kebab_case=True,
+        cli_avoid_json=True,
+        cli_hide_none_type=True,
+        validate_default=True,
+    )
+
+    registry: str | None = Field(
+        None,
+        description="ECR registry host, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com "
+        "(or give --account-id and --region instead)",
+    )
+    account_id: str | None = Field(None, description="AWS account id of the registry (with --region)")
+    region: str | None = Field(None, description="AWS region of the registry (with --account-id)")
+    prefix: str = Field("docker-hub", description="ECR repository prefix of the Docker Hub pull-through rule")
+    upstreams: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="other upstream registry host -> ECR prefix, e.g. ghcr.io=github,quay.io=quay",
+    )
+    digest_policy: DigestPolicy = Field(
+        "skip", description="digest-pinned images: skip (not imported on first pull by digest) or rewrite"
+    )
+    secret_name: str = Field("ecr-pullthrough", description="name of the pull secret added to pods")
+    opt_out_label: str = Field(
+        "ecr-pullthrough/skip", description='label key that opts a pod or namespace out when set to "true"'
+    )
+    exclude_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["kube-system"], description="namespaces never touched"
+    )
+    exclude_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="globs on the normalised name (docker.io/library/busybox) left alone"
+    )
+    mode: Literal["enforce", "audit"] = Field(
+        "enforce", description="enforce rewrites; audit only records what it would rewrite"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    _split_lists = field_validator("exclude_namespaces", "exclude_images", mode="before")(_split_list)
+    _split_maps = field_validator("upstreams", mode="before")(_split_map)
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not (2 <= len(value) <= 30 and ECR_REPOSITORY_PREFIX.match(value)):
+            raise ValueError("an ECR repository prefix is 2-30 lowercase characters, e.g. docker-hub")
+        return value
+
+    @field_validator("upstreams")
+    @classmethod
+    def _check_upstreams(cls, value: dict[str, str]) -> dict[str, str]:
+        upstreams = {host.strip().lower(): prefix.strip() for host, prefix in value.items()}
+        for host, prefix in upstreams.items():
+            if host in DOCKER_HUB_ALIASES:
+                raise ValueError(f"{host} is Docker Hub: set its prefix with --prefix")
+            if not (2 <= len(prefix) <= 30 and ECR_REPOSITORY_PREFIX.match(prefix)):
+                raise ValueError(f"prefix {prefix!r} of {host}: an ECR repository prefix is 2-30 lowercase characters")
+        return upstreams
+
+    @field_validator("secret_name")
+    @classmethod
+    def _check_secret_name(cls, value: str) -> str:
+        if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+            raise ValueError("a Secret name is a lowercase DNS subdomain, e.g. ecr-pullthrough")
+        return value
+
+    @field_validator("opt_out_label")
+    @classmethod
+    def _check_label(cls, value: str) -> str:
+        if not LABEL_KEY.match(value):
+            raise ValueError("not a valid label key, e.g. ecr-pullthrough/skip")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_registry(self) -> CommonSettings:
+        if self.registry is not None and (self.account_id is not None or self.region is not None):
+            raise ValueError("registry: give either --registry or --account-id with --region, not both")
+        if self.registry is None:
+            if self.account_id is None or self.region is None:
+                raise ValueError("registry: set --registry, or --account-id and --region")
+            if not AWS_ACCOUNT_ID.match(self.account_id):
+                raise ValueError("account_id: an AWS account id is 12 digits")
+            if not AWS_REGION.match(self.region):
+                raise ValueError("region: not an AWS region name, e.g. us-east-1")
+            suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+            self.registry = f"{self.account_id}.dkr.ecr.{self.region}.{suffix}"
+            return self
+        self.registry = self.registry.strip().lower()
+        match = ECR_HOST.match(self.registry)
+        if match is None:
+            raise ValueError(
+                "registry: not a private ECR registry host, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com"
+            )
+        self.account_id, self.region = match["account"], match["region"]
+        return self
+
+    @property
+    def registry_host(self) -> str:
+        assert self.registry is not None  # resolved by _resolve_registry
+        return self.registry
+
+    def rewrite_rules(self) -> RewriteRules:
+        return RewriteRules(
+            registry=self.registry_host,
+            docker_hub_prefix=self.prefix,
+            upstreams=dict(self.upstreams),
+            digest_policy=self.digest_policy,
+            exclude_images=tuple(self.exclude_images),
+        )
+
+
+class WebhookSettings(CommonSettings):
+    """`ecr-pullthrough webhook`: the admission webhook server."""
+
+    tls_cert: Path = Field(description="PEM serving certificate (re-read when it changes)")
+    tls_key: Path = Field(description="PEM private key of the serving certificate")
+    host: str = Field("127.0.0.1", description="address to listen on (the chart sets 0.0.0.0)")
+    port: int = Field(8443, ge=1, le=65535, description="HTTPS port")
+    max_body_bytes: int = Field(
+        3 * 1024 * 1024,
+        ge=1024,
+        description="largest AdmissionReview accepted (a pod is at most ~1.5 MB in etcd; a review carries two)",
+    )
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _check_readable(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+
+class RewriteCommandSettings(CommonSettings):
+    """`ecr-pullthrough rewrite IMAGE...`: what the webhook would do with each image."""
+
+    images: CliPositionalArg[list[str]] = Field(description="image references to decide on")
