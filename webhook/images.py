@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from docker_image import digest as _digest
 from docker_image import reference as _distribution
 
 DOCKER_HUB = "docker.io"
@@ -48,14 +49,19 @@ class ImageReference:
         return f"{self.name}{tag}{digest}"
 
 
-@lru_cache(maxsize=8192)
 def parse(image: str) -> ImageReference:
     """Parse and normalise `image`; raise InvalidReferenceError with the grammar's reason."""
     if not isinstance(image, str):
         raise InvalidReferenceError(f"an image reference is a string, not {type(image).__name__}")
+    return _parse(image)
+
+
+# Pods repeat the same few images endlessly: parsing each once is worth a cache.
+@lru_cache(maxsize=8192)
+def _parse(image: str) -> ImageReference:
     try:
         parsed = _distribution.Reference.parse_normalized_named(image)
-    except _distribution.InvalidReference as error:
+    except (_distribution.InvalidReference, _digest.InvalidDigest, _digest.DigestUnsupported) as error:
         raise InvalidReferenceError(str(error) or type(error).__name__) from None
     domain, path = parsed.split_hostname()
     if domain.lower() in DOCKER_HUB_ALIASES and "/" not in path:
