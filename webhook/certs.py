@@ -37,15 +37,19 @@ def _pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem, key, cert)
 
 
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
 def _builder(
-    subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey, days: int
+    subject: x509.Name, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey, days: int
 ) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
+        .subject_name(subject)
+        .issuer_name(issuer or subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -56,7 +60,7 @@ def _builder(
 def make_ca(common_name: str = "ecr-pullthrough-ca", days: int = 3650) -> KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        _builder(common_name, None, key, days)
+        _builder(_name(common_name), None, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -90,16 +94,7 @@ def make_leaf(
 ) -> KeyPair:
     """A serving certificate (or a client one) signed by `ca`."""
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = _builder(common_name, ca.cert.subject, key, days)
-    if organization is not None:
-        builder = builder.subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                ]
-            )
-        )
+    builder = _builder(_name(common_name, organization), ca.cert.subject, key, days)
     names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     names += [x509.IPAddress(ipaddress.ip_address(address)) for address in ip_addresses]
     if names:

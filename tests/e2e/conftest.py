@@ -1,0 +1,60 @@
+"""Fixtures for the end-to-end suite: a local control plane shared by the whole session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane import build
+from tests.e2e.controlplane import ControlPlane
+
+HERE = Path(__file__).parent
+LOG_LINES_ON_FAILURE = 60
+_CONTROL_PLANE = pytest.StashKey[ControlPlane]()
+
+
+def require_binary(name: str) -> Path:
+    """The built binary for `name`; the suite never builds (`make test` does that first)."""
+    path = build.binary_path(name)
+    if path.is_file():
+        return path
+    message = f"{name} not found at {path}: run `make controlplane` to build it"
+    # On CI a missing binary is a broken pipeline, never a silently skipped suite.
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    plane = ControlPlane(require_binary("etcd"), require_binary("kube-apiserver"))
+    plane.start()  # a failed start stops what it started
+    request.config.stash[_CONTROL_PLANE] = plane
+    yield plane
+    del request.config.stash[_CONTROL_PLANE]
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return require_binary("helm")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # This hook sees every collected item, not only this folder's.
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    plane = item.config.stash.get(_CONTROL_PLANE, None)
+    if report.failed and plane is not None:
+        tail = plane.apiserver_log_tail(LOG_LINES_ON_FAILURE)
+        report.sections.append((f"kube-apiserver log (last {LOG_LINES_ON_FAILURE} lines)", tail))
+    return report
