@@ -9,7 +9,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliApp
 
-from webhook.settings import ENV_PREFIX, RewriteCommandSettings, WebhookSettings
+from webhook.settings import ENV_PREFIX, ControllerSettings, RewriteCommandSettings, WebhookSettings
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -18,6 +18,7 @@ USAGE = """usage: ecr-pullthrough COMMAND [--help] [settings]
 commands:
   webhook    serve the mutating admission webhook over TLS
   rewrite    print what the webhook would do with each IMAGE
+  controller keep a fresh ECR pull secret in every namespace
   demo       start a local webhook on a throwaway certificate and show a pod before and after
 
 Every setting is a flag and an environment variable ECR_PULLTHROUGH_<NAME>; see `COMMAND --help`.
@@ -32,8 +33,12 @@ def _load(model: type[S], command: str, args: Sequence[str]) -> S:
     except ValidationError as error:
         for problem in error.errors():
             name = str(problem["loc"][0]) if problem["loc"] else ""
-            where = f"--{name.replace('_', '-')} ({ENV_PREFIX}{name.upper()})" if name else "settings"
             message = str(problem["msg"]).removeprefix("Value error, ")
+            if not name:  # a check across settings names the one it is about: "registry: ..."
+                named, _, rest = message.partition(": ")
+                if named in model.model_fields:
+                    name, message = named, rest
+            where = f"--{name.replace('_', '-')} ({ENV_PREFIX}{name.upper()})" if name else "settings"
             print(f"ecr-pullthrough {command}: invalid setting {where}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -59,6 +64,12 @@ def run_rewrite(args: Sequence[str]) -> int:
     return 1 if invalid else 0
 
 
+def run_controller(args: Sequence[str]) -> int:
+    from webhook.controller_app import run
+
+    return run(_load(ControllerSettings, "controller", args))
+
+
 def run_demo(args: Sequence[str]) -> int:
     from webhook.demo import run
 
@@ -68,6 +79,7 @@ def run_demo(args: Sequence[str]) -> int:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "webhook": run_webhook,
     "rewrite": run_rewrite,
+    "controller": run_controller,
     "demo": run_demo,
 }
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +21,7 @@ from pydantic_settings import BaseSettings, CliPositionalArg, NoDecode, Settings
 
 from webhook.images import DOCKER_HUB_ALIASES
 from webhook.rewrite import ECR_HOST, DigestPolicy, RewriteRules
+from webhook.selectors import parse_selector
 
 ENV_PREFIX = "ECR_PULLTHROUGH_"
 # ecrRepositoryPrefix of CreatePullThroughCacheRule (botocore's ECR service model): 2-30 characters.
@@ -195,3 +198,49 @@ class RewriteCommandSettings(CommonSettings):
     """`ecr-pullthrough rewrite IMAGE...`: what the webhook would do with each image."""
 
     images: CliPositionalArg[list[str]] = Field(description="image references to decide on")
+
+
+class ControllerSettings(CommonSettings):
+    """`ecr-pullthrough controller`: keeps a fresh ECR pull secret in every namespace."""
+
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; default: in-cluster service account, else $KUBECONFIG or ~/.kube/config"
+    )
+    namespace: str = Field("ecr-pullthrough", description="the controller's own namespace (its Lease and Events)")
+    exclude_namespace_selector: str = Field(
+        "",
+        description="label selector of namespaces that get no secret, e.g. team=legacy,env!=prod "
+        "(namespaces with the opt-out label are always excluded)",
+    )
+    lease_name: str = Field("ecr-pullthrough-controller", description="Lease used for leader election")
+    identity: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+        description="this replica's leader-election identity (default: hostname plus a random suffix)",
+    )
+    lease_seconds: float = Field(15, gt=0, description="how long a leader's lease lasts without renewal")
+    renew_deadline_seconds: float = Field(10, gt=0, description="a leader that cannot renew this long steps down")
+    retry_seconds: float = Field(2, gt=0, description="how often to try to acquire or renew the lease")
+    resync_seconds: float = Field(600, gt=0, description="full resync of every namespace (writes only differences)")
+    token_refresh_floor_seconds: float = Field(
+        60, gt=0, description="never fetch a new token sooner than this after the last (guards a past expiresAt)"
+    )
+    aws_connect_timeout: float = Field(3, gt=0, description="seconds to connect to ECR")
+    aws_read_timeout: float = Field(5, gt=0, description="seconds to wait for an ECR answer")
+    aws_max_attempts: int = Field(3, ge=1, description="attempts per ECR call (boto3 standard retry mode)")
+    workers: int = Field(4, ge=1, le=64, description="namespaces reconciled in parallel")
+    api_qps: float = Field(20, gt=0, description="client-side limit on Kubernetes API writes per second")
+    api_burst: int = Field(40, ge=1, description="burst above --api-qps")
+    http_host: str = Field("127.0.0.1", description="address of /healthz, /readyz, /metrics (the chart sets 0.0.0.0)")
+    http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")
+
+    @field_validator("exclude_namespace_selector")
+    @classmethod
+    def _check_selector(cls, value: str) -> str:
+        parse_selector(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_lease_timing(self) -> ControllerSettings:
+        if not self.retry_seconds < self.renew_deadline_seconds < self.lease_seconds:
+            raise ValueError("renew_deadline_seconds: need retry_seconds < renew_deadline_seconds < lease_seconds")
+        return self

@@ -1,0 +1,89 @@
+"""`ecr-pullthrough controller`: wire settings, Kubernetes, ECR, leader election and health together."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import signal
+from types import FrameType
+
+from webhook import logs
+from webhook.controller import Controller, ControllerMetrics, SecretTarget
+from webhook.ecr import TokenSource, ecr_client
+from webhook.health import serve_health
+from webhook.kube import RateLimiter, api_client
+from webhook.leader import LeaseElector
+from webhook.selectors import parse_selector
+from webhook.settings import ControllerSettings
+
+log = logging.getLogger("ecr_pullthrough.controller")
+
+
+def run(settings: ControllerSettings) -> int:
+    logs.configure(settings.log_level)
+    assert settings.region is not None  # resolved with the registry
+    api = api_client(settings.kubeconfig)
+    metrics = ControllerMetrics()
+    by_labels = parse_selector(settings.exclude_namespace_selector)
+    opted_out = parse_selector(f"{settings.opt_out_label}=true")
+    target = SecretTarget(
+        name=settings.secret_name,
+        registry=settings.registry_host,
+        excluded_names=frozenset(settings.exclude_namespaces),
+        excluded_by_labels=lambda labels: opted_out(labels) or by_labels(labels),
+    )
+    tokens = TokenSource(
+        ecr_client(
+            settings.region,
+            connect_timeout=settings.aws_connect_timeout,
+            read_timeout=settings.aws_read_timeout,
+            max_attempts=settings.aws_max_attempts,
+        )
+    )
+    controller = Controller(
+        api,
+        tokens,
+        target,
+        metrics=metrics,
+        is_leader=lambda: elector.is_leader.is_set(),
+        workers=settings.workers,
+        resync_seconds=settings.resync_seconds,
+        token_refresh_floor=datetime.timedelta(seconds=settings.token_refresh_floor_seconds),
+        writes=RateLimiter(settings.api_qps, settings.api_burst),
+    )
+    elector = LeaseElector(
+        api,
+        namespace=settings.namespace,
+        name=settings.lease_name,
+        identity=settings.identity,
+        lease_seconds=settings.lease_seconds,
+        renew_deadline_seconds=settings.renew_deadline_seconds,
+        retry_seconds=settings.retry_seconds,
+        on_started=controller.leading_started,
+        on_stopped=controller.leading_stopped,
+    )
+    health = serve_health(settings.http_host, settings.http_port, metrics.registry, controller.not_ready_reason)
+    log.info(
+        "controller starting",
+        extra={
+            "fields": {
+                "registry": settings.registry_host,
+                "region": settings.region,
+                "secret": settings.secret_name,
+                "identity": settings.identity,
+                "http": f"{health.server_address[0]!s}:{health.server_address[1]}",
+            }
+        },
+    )
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        controller.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    controller.start()
+    elector.run(controller.stop)  # returns once stopped, after releasing the lease
+    health.shutdown()
+    log.info("controller stopped")
+    return 0

@@ -1,0 +1,117 @@
+"""ECR authorization tokens, from boto3's default credential chain (IRSA, EKS Pod Identity, environment).
+
+boto3's own endpoint settings (`AWS_ENDPOINT_URL_ECR`) point it elsewhere in
+tests; there is no hook of ours. Explicit timeouts and a small retry budget
+make an unreachable ECR show up in seconds, not minutes. A token's password
+is never part of a repr, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+# AWS error codes we name in metrics; any other is counted as "other" (bounded labels).
+KNOWN_ERROR_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "ThrottlingException",
+        "ServerException",
+        "InvalidParameterException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+        "NoCredentials",
+        "Unreachable",
+        "Timeout",
+    }
+)
+
+
+class AwsError(Exception):
+    """A failed AWS call: `code` is bounded (see KNOWN_ERROR_CODES), `message` is safe to log."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def metric_code(self) -> str:
+        return self.code if self.code in KNOWN_ERROR_CODES else "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    username: str
+    password: str = field(repr=False)
+    expires_at: datetime.datetime
+    fetched_at: datetime.datetime
+
+    def refresh_at(self, floor: datetime.timedelta) -> datetime.datetime:
+        """Half-way through the token's life, but never sooner than `floor` after it was fetched.
+
+        The floor matters when `expiresAt` is already past (moto returns one from
+        2015): without it the controller would fetch tokens in a hot loop.
+        """
+        half_life = self.fetched_at + (self.expires_at - self.fetched_at) / 2
+        return max(half_life, self.fetched_at + floor)
+
+    def valid(self, now: datetime.datetime) -> bool:
+        return now < self.expires_at
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def classify(error: Exception) -> AwsError:
+    """Turn a botocore failure into an AwsError with a bounded code and a message safe to log."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        return AwsError(str(details.get("Code", "other")), str(details.get("Message", "")))
+    name = type(error).__name__
+    if "NoCredentials" in name or "PartialCredentials" in name:
+        return AwsError("NoCredentials", "no AWS credentials found (IRSA, EKS Pod Identity or environment)")
+    if "Timeout" in name:
+        return AwsError("Timeout", str(error))
+    if "Connect" in name or "EndpointConnection" in name:
+        return AwsError("Unreachable", str(error))
+    return AwsError("other", f"{name}: {error}")
+
+
+def ecr_client(region: str, *, connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
+    config = Config(
+        region_name=region,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
+    return boto3.session.Session().client("ecr", config=config)
+
+
+class TokenSource:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def fetch(self) -> Token:
+        try:
+            response = self._client.get_authorization_token()
+        except (ClientError, BotoCoreError) as error:
+            raise classify(error) from None
+        try:
+            data = response["authorizationData"][0]
+            username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+            expires_at = data["expiresAt"]
+        except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+            raise AwsError("other", "GetAuthorizationToken returned no usable authorizationData") from None
+        if not password:
+            raise AwsError("other", "GetAuthorizationToken returned a token without a password")
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=datetime.UTC)
+        return Token(username=username, password=password, expires_at=expires_at, fetched_at=_now())

@@ -1,0 +1,47 @@
+"""`/healthz`, `/readyz` and `/metrics` for the controller, on a small threaded HTTP server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("ecr_pullthrough.health")
+
+
+def serve_health(
+    host: str, port: int, registry: CollectorRegistry, not_ready_reason: Callable[[], str | None]
+) -> ThreadingHTTPServer:
+    """Start serving in a daemon thread; returns the server (its `server_address` has the bound port)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self._send(200, "application/json", json.dumps({"status": "ok"}).encode())
+            elif self.path == "/readyz":
+                reason = not_ready_reason()
+                document = {"status": "ready"} if reason is None else {"status": "not ready", "reason": reason}
+                self._send(200 if reason is None else 503, "application/json", json.dumps(document).encode())
+            elif self.path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            else:
+                self._send(404, "application/json", b'{"error": "not found"}')
+
+        def _send(self, status: int, content_type: str, payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes every few seconds are not news
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server

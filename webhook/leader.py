@@ -1,0 +1,175 @@
+"""Leader election on a `coordination.k8s.io/v1` Lease, the way client-go does it.
+
+Written here because the Python client's elector neither releases the lease
+on shutdown nor campaigns again after losing it (kubernetes-client/python
+#2075). Expiry is judged by how long the lease record has gone unchanged as
+*we* observed it, never by comparing our clock with another process's
+renewTime, so clock skew between nodes does not matter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from webhook.kube import REQUEST_TIMEOUT, body
+
+log = logging.getLogger("ecr_pullthrough.leader")
+
+
+def _micro_time(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseElector:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_seconds: float,
+        renew_deadline_seconds: float,
+        retry_seconds: float,
+        on_started: Callable[[], None],
+        on_stopped: Callable[[], None],
+    ) -> None:
+        # Any: we send plain dicts; the typed signatures want the generated models.
+        self._api: Any = client.CoordinationV1Api(api)
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.lease_seconds, self.renew_deadline, self.retry = lease_seconds, renew_deadline_seconds, retry_seconds
+        self._on_started, self._on_stopped = on_started, on_stopped
+        self.is_leader = threading.Event()
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._renewed_at = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Campaign, lead, and campaign again after losing, until `stop`; then release the lease."""
+        try:
+            while not stop.is_set():
+                if self._acquire_or_renew():
+                    self._renewed_at = time.monotonic()
+                    if not self.is_leader.is_set():
+                        self.is_leader.set()
+                        log.info("became leader", extra={"fields": {"lease": self.name, "identity": self.identity}})
+                        self._on_started()
+                elif self.is_leader.is_set() and time.monotonic() - self._renewed_at > self.renew_deadline:
+                    self._step_down("could not renew the lease in time")
+                stop.wait(self.retry)
+        finally:
+            if self.is_leader.is_set():
+                self.release()
+
+    def _step_down(self, why: str) -> None:
+        self.is_leader.clear()
+        log.warning("stopped leading", extra={"fields": {"lease": self.name, "reason": why}})
+        self._on_stopped()
+
+    def _acquire_or_renew(self) -> bool:
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            lease = body(
+                self._api.read_namespaced_lease(
+                    self.name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("lease read failed", extra={"fields": {"error": f"{error.status} {error.reason}"}})
+                return False
+            return self._create(now)
+        except (HTTPError, OSError) as error:
+            log.warning("lease read failed", extra={"fields": {"error": str(error)}})
+            return False
+
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, time.monotonic()
+        duration = spec.get("leaseDurationSeconds") or self.lease_seconds
+        if holder and holder != self.identity and time.monotonic() - self._observed_at < duration:
+            if self.is_leader.is_set():
+                self._step_down(f"the lease is held by {holder}")
+            return False
+
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        lease["spec"] = {
+            **spec,
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_seconds),
+            "renewTime": _micro_time(now),
+            "acquireTime": spec.get("acquireTime") if holder == self.identity else _micro_time(now),
+            "leaseTransitions": transitions,
+        }
+        return self._write(lease)
+
+    def _create(self, now: datetime.datetime) -> bool:
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": int(self.lease_seconds),
+                "acquireTime": _micro_time(now),
+                "renewTime": _micro_time(now),
+                "leaseTransitions": 0,
+            },
+        }
+        try:
+            self._api.create_namespaced_lease(self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
+            return True
+        except ApiException as error:
+            if error.status != 409:
+                log.warning("lease create failed", extra={"fields": {"error": f"{error.status} {error.reason}"}})
+            return False
+        except (HTTPError, OSError) as error:
+            log.warning("lease create failed", extra={"fields": {"error": str(error)}})
+            return False
+
+    def _write(self, lease: dict[str, Any]) -> bool:
+        try:
+            # resourceVersion in the body makes this a compare-and-swap.
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
+            return True
+        except ApiException as error:
+            if error.status != 409:
+                log.warning("lease update failed", extra={"fields": {"error": f"{error.status} {error.reason}"}})
+            return False
+        except (HTTPError, OSError) as error:
+            log.warning("lease update failed", extra={"fields": {"error": str(error)}})
+            return False
+
+    def release(self) -> None:
+        """Give the lease up at once (as client-go's ReleaseOnCancel), so a standby takes over without waiting."""
+        self.is_leader.clear()
+        try:
+            lease = body(
+                self._api.read_namespaced_lease(
+                    self.name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"].update(
+                holderIdentity=None,
+                leaseDurationSeconds=1,
+                renewTime=_micro_time(datetime.datetime.now(datetime.UTC)),
+            )
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
+            log.info("released the lease", extra={"fields": {"lease": self.name, "identity": self.identity}})
+        except (ApiException, HTTPError, OSError) as error:
+            log.warning("lease release failed", extra={"fields": {"error": str(error)}})
+        finally:
+            self._on_stopped()
