@@ -56,6 +56,8 @@ class ControllerMetrics:
             "ecr_pullthrough_aws_errors", "Failed ECR calls by error code.", ["operation", "code"], registry=r
         )
         self.leader = Gauge("ecr_pullthrough_leader", "1 while this replica leads, else 0.", registry=r)
+        self.resyncs = Counter("ecr_pullthrough_resyncs", "Periodic full resyncs started.", registry=r)
+        self.queue_depth = Gauge("ecr_pullthrough_queue_depth", "Namespaces waiting to be reconciled.", registry=r)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class Controller:
         self.writes = writes or RateLimiter(20, 40)
         self.stop = threading.Event()
         self.queue = WorkQueue()
+        metrics.queue_depth.set_function(lambda: len(self.queue))
         self._lock = threading.Lock()
         self._namespaces: dict[str, dict[str, str]] = {}  # name -> labels, of namespaces that are not terminating
         self._secrets: dict[str, dict[str, Any]] = {}  # namespace -> our-named Secret
@@ -146,9 +149,13 @@ class Controller:
                 )
         if not self.is_leader():
             return None  # a standby is ready to take over
-        token = self._token
-        if token is None or not token.valid(datetime.datetime.now(datetime.UTC)):
-            return f"no valid ECR token: {self.token_error or 'not fetched yet'}"
+        token, error = self._token, self.token_error
+        valid = token is not None and token.valid(datetime.datetime.now(datetime.UTC))
+        if error is not None:
+            kept = f"; the secrets keep the token valid until {token.expires_at.isoformat()}" if valid and token else ""
+            return error + kept
+        if not valid:
+            return "no valid ECR token yet"
         return None
 
     # -- caches fed by the watches -------------------------------------------------------------------------
@@ -276,6 +283,7 @@ class Controller:
 
     def _resync_loop(self) -> None:
         while not self.stop.wait(self.resync_seconds):
+            self.metrics.resyncs.inc()
             self.enqueue_all(NORMAL)
 
     def enqueue_all(self, priority: int) -> None:

@@ -1,0 +1,318 @@
+"""The controller against the real API server, as the chart's ServiceAccount, with a fake ECR endpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.e2e.chart import REGISTRY, apply, render
+from tests.e2e.controllers import ControllerProcess, controller_process, token_kubeconfig
+from tests.e2e.controlplane import ControlPlane
+from tests.fake_ecr import FakeEcr, fake_ecr
+from tests.support import wait_for
+
+RELEASE_NAMESPACE = "ecr-pullthrough"
+SERVICE_ACCOUNT = "ecr-pullthrough-controller"  # the chart's name for release "ecr-pullthrough"
+SECRET = "ecr-pullthrough"
+CONTROLLER_USER = f"system:serviceaccount:{RELEASE_NAMESPACE}:{SERVICE_ACCOUNT}"
+FAST = (
+    "--registry", REGISTRY,
+    "--namespace", RELEASE_NAMESPACE,
+    "--lease-name", SERVICE_ACCOUNT,
+    "--lease-seconds", "4",
+    "--renew-deadline-seconds", "3",
+    "--retry-seconds", "0.5",
+    "--token-refresh-floor-seconds", "1",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(control_plane: ControlPlane, helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chart's ServiceAccount and RBAC, applied; a kubeconfig holding only that account's token."""
+    control_plane.create_namespace(RELEASE_NAMESPACE)
+    with control_plane.api_client() as api:
+        apply(api, render(helm, show_only=("templates/controller-rbac.yaml",)), RELEASE_NAMESPACE)
+    token = control_plane.service_account_token(RELEASE_NAMESPACE, SERVICE_ACCOUNT)
+    return token_kubeconfig(control_plane, token, tmp_path_factory.mktemp("controller") / "kubeconfig")
+
+
+@pytest.fixture
+def core(control_plane: ControlPlane) -> Iterator[client.CoreV1Api]:
+    with control_plane.api_client() as api:
+        yield client.CoreV1Api(api)
+
+
+@pytest.fixture
+def ecr() -> Iterator[FakeEcr]:
+    with fake_ecr() as endpoint:
+        yield endpoint
+
+
+def namespaces(control_plane: ControlPlane, prefix: str, count: int) -> list[str]:
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"{prefix}-{i}-{suffix}" for i in range(count)]
+    for name in names:
+        control_plane.create_namespace(name)
+    return names
+
+
+def secret(core: client.CoreV1Api, namespace: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(core.read_namespaced_secret(SECRET, namespace, _preload_content=False).data)  # type: ignore[no-any-return]
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def password_in(found: dict[str, Any] | None) -> str | None:
+    if found is None or found.get("type") != "kubernetes.io/dockerconfigjson":
+        return None
+    config = json.loads(base64.b64decode(found["data"][".dockerconfigjson"]))
+    return config["auths"][REGISTRY]["password"]  # type: ignore[no-any-return]
+
+
+def all_hold(core: client.CoreV1Api, names: list[str], password: str) -> bool:
+    return all(password_in(secret(core, name)) == password for name in names)
+
+
+def secret_writes(control_plane: ControlPlane, names: set[str] | None = None) -> int:
+    """Secret creates and updates by the controller's account, from the API server's audit log."""
+    count = 0
+    for line in control_plane.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        reference = event.get("objectRef") or {}
+        if (
+            event.get("stage") == "ResponseComplete"
+            and event.get("user", {}).get("username") == CONTROLLER_USER
+            and reference.get("resource") == "secrets"
+            and event.get("verb") in ("create", "update", "patch")
+            and (names is None or reference.get("namespace") in names)
+        ):
+            count += 1
+    return count
+
+
+def leader(running: ControllerProcess) -> bool:
+    return running.metric("ecr_pullthrough_leader") == 1
+
+
+def no_token_logged(running: ControllerProcess, ecr: FakeEcr) -> None:
+    log = running.log()
+    for n in range(1, ecr.tokens_issued + 1):
+        assert ecr.password(n) not in log
+
+
+def test_every_namespace_gets_a_correct_secret_and_a_new_one_within_a_second_or_so(
+    control_plane: ControlPlane,
+    kubeconfig: Path,
+    core: client.CoreV1Api,
+    ecr: FakeEcr,
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    names = namespaces(control_plane, "bulk", 200)
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST) as running:
+        started = time.monotonic()
+        wait_for(lambda: all_hold(core, names, ecr.password(1)), timeout=90, interval=0.5, what="200 secrets")
+        record_property("seconds_to_sync_200_namespaces", round(time.monotonic() - started, 2))
+
+        found = secret(core, names[0])
+        assert found is not None
+        assert found["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ecr-pullthrough"
+        assert "ecr-pullthrough/token-expires-at" in found["metadata"]["annotations"]
+        auth = json.loads(base64.b64decode(found["data"][".dockerconfigjson"]))["auths"][REGISTRY]
+        assert auth["username"] == "AWS"
+        assert base64.b64decode(auth["auth"]).decode() == f"AWS:{ecr.password(1)}"
+
+        [fresh] = namespaces(control_plane, "fresh", 1)
+        created = time.monotonic()
+        wait_for(
+            lambda: password_in(secret(core, fresh)) == ecr.password(1), timeout=10, what="a new namespace's secret"
+        )
+        record_property("seconds_until_a_new_namespace_has_its_secret", round(time.monotonic() - created, 2))
+        assert running.get("/readyz")[0] == 200
+        assert running.metric("ecr_pullthrough_namespaces_in_sync") >= 201
+        no_token_logged(running, ecr)
+
+
+def test_a_deleted_or_edited_secret_is_restored_and_a_foreign_one_left_alone(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    ours, foreign = namespaces(control_plane, "restore", 2)
+    core.create_namespaced_secret(
+        foreign,
+        client.V1Secret(metadata=client.V1ObjectMeta(name=SECRET), string_data={"note": "a user's own secret"}),
+    )
+    foreign_before = secret(core, foreign)
+    assert foreign_before is not None
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST) as running:
+        password = ecr.password(1)
+        wait_for(lambda: password_in(secret(core, ours)) == password, what="the secret")
+
+        core.delete_namespaced_secret(SECRET, ours)
+        wait_for(lambda: password_in(secret(core, ours)) == password, what="the deleted secret to come back")
+
+        edited = secret(core, ours)
+        assert edited is not None
+        edited["data"][".dockerconfigjson"] = base64.b64encode(b'{"auths": {}}').decode()
+        core.replace_namespaced_secret(SECRET, ours, edited)
+        wait_for(lambda: password_in(secret(core, ours)) == password, what="the edited secret to be restored")
+
+        wait_for(lambda: running.metric("ecr_pullthrough_secret_writes_total", result="foreign") >= 1, what="foreign")
+
+        def reported() -> bool:
+            events = core.list_namespaced_event(foreign).items
+            return any(event.reason == "ForeignSecret" for event in events)
+
+        wait_for(reported, what="a ForeignSecret event")
+        foreign_after = secret(core, foreign)
+        assert foreign_after is not None
+        assert foreign_after["metadata"]["resourceVersion"] == foreign_before["metadata"]["resourceVersion"]
+        assert foreign_after["data"] == foreign_before["data"]
+        no_token_logged(running, ecr)
+
+
+def test_a_refresh_replaces_every_token_and_an_unchanged_resync_writes_nothing(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    names = namespaces(control_plane, "refresh", 5)
+    ecr.lifetime_seconds = 4  # refreshed at half-life: every 2 s
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST, "--resync-seconds", "1") as running:
+        wait_for(lambda: all_hold(core, names, ecr.password(1)), what="the first token everywhere")
+        wait_for(lambda: ecr.tokens_issued >= 3, timeout=20, what="two refreshes")
+        ecr.lifetime_seconds = 12 * 3600
+        short_lived = ecr.tokens_issued  # every token after these lives long
+        settled = wait_for(
+            lambda: (
+                ecr.tokens_issued
+                if ecr.tokens_issued > short_lived and all_hold(core, names, ecr.password(ecr.tokens_issued))
+                else None
+            ),
+            timeout=30,
+            what="a long-lived token everywhere",
+        )
+        # Other tests' namespaces may still be catching up; count writes in ours only.
+        writes = secret_writes(control_plane, set(names))
+        resyncs = running.metric("ecr_pullthrough_resyncs_total")
+        wait_for(lambda: running.metric("ecr_pullthrough_resyncs_total") >= resyncs + 3, what="three resyncs")
+        wait_for(lambda: running.metric("ecr_pullthrough_queue_depth") == 0, what="the resync work done")
+        assert all_hold(core, names, ecr.password(settled))
+        assert ecr.tokens_issued == settled, "no new token was needed"
+        assert secret_writes(control_plane, set(names)) == writes, "a resync with nothing changed wrote a secret"
+        no_token_logged(running, ecr)
+
+
+def test_ecr_unreachable_keeps_the_secrets_and_recovers(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    [name] = namespaces(control_plane, "outage", 1)
+    ecr.lifetime_seconds = 6
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST) as running:
+        wait_for(lambda: password_in(secret(core, name)) == ecr.password(1), what="the first token")
+        ecr.stop()
+
+        def not_ready() -> str | None:
+            status, text = running.get("/readyz")
+            return text if status == 503 else None
+
+        reason = json.loads(wait_for(not_ready, timeout=20, what="/readyz to report the outage"))["reason"]
+        assert "GetAuthorizationToken failed: Unreachable" in reason
+        assert (
+            running.metric("ecr_pullthrough_aws_errors_total", operation="GetAuthorizationToken", code="Unreachable")
+            >= 1
+        )
+        assert password_in(secret(core, name)) == ecr.password(1), "the existing secret stays"
+
+        ecr.start()
+        wait_for(lambda: running.get("/readyz")[0] == 200, timeout=30, what="recovery")
+        wait_for(lambda: password_in(secret(core, name)) == ecr.password(ecr.tokens_issued), what="a fresh token")
+        assert ecr.tokens_issued >= 2
+        no_token_logged(running, ecr)
+
+
+def test_the_controller_catches_up_after_the_api_server_restarts(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    [before] = namespaces(control_plane, "before-restart", 1)
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST) as running:
+        wait_for(lambda: password_in(secret(core, before)) == ecr.password(1), what="the first secret")
+        control_plane.restart_apiserver()
+        [after] = namespaces(control_plane, "after-restart", 1)
+        wait_for(lambda: password_in(secret(core, after)) == ecr.password(1), timeout=60, what="catching up")
+        assert running.process.poll() is None
+
+
+def test_only_the_leader_writes_and_a_standby_takes_over(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    with (
+        controller_process(kubeconfig, ecr, tmp_path, "first", *FAST) as first,
+        controller_process(kubeconfig, ecr, tmp_path, "second", *FAST) as second,
+    ):
+        wait_for(lambda: leader(first) or leader(second), what="a leader")
+        active, standby = (first, second) if leader(first) else (second, first)
+        [name] = namespaces(control_plane, "leader", 1)
+        wait_for(lambda: password_in(secret(core, name)) is not None, what="the leader's write")
+        assert not leader(standby)
+        for result in ("created", "updated"):
+            assert standby.metric("ecr_pullthrough_secret_writes_total", result=result) == 0
+        assert standby.get("/readyz")[0] == 200, "a standby is ready to take over"
+
+        stopped = time.monotonic()
+        assert active.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+        wait_for(lambda: leader(standby), timeout=10, what="the standby to take over")
+        takeover = time.monotonic() - stopped
+        assert takeover < 4, f"the lease was not released on SIGTERM ({takeover:.1f}s)"
+        [later] = namespaces(control_plane, "takeover", 1)
+        wait_for(lambda: password_in(secret(core, later)) is not None, what="the new leader's write")
+
+        with controller_process(kubeconfig, ecr, tmp_path, "third", *FAST) as third:
+            wait_for(lambda: third.get("/readyz")[0] == 200, what="a third replica, standing by")
+            assert not leader(third)
+            standby.stop(signal.SIGKILL)  # no release: the lease must expire
+            wait_for(lambda: leader(third), timeout=4 + 10, what="takeover after the lease expires")
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "name", "namespace", "allowed"),
+    [
+        ("get", "secrets", SECRET, "default", True),
+        ("create", "secrets", "", "default", True),
+        ("update", "secrets", SECRET, "default", True),
+        ("watch", "namespaces", "", "", True),
+        ("get", "secrets", "someone-elses", "default", False),
+        ("list", "secrets", "", "default", False),
+        ("delete", "secrets", SECRET, "default", False),
+        ("delete", "namespaces", "default", "", False),
+        ("list", "pods", "", "default", False),
+        ("create", "pods", "", "default", False),
+        ("update", "configmaps", "", "default", False),
+    ],
+)
+def test_the_chart_role_allows_what_the_controller_needs_and_nothing_more(
+    control_plane: ControlPlane, kubeconfig: Path, verb: str, resource: str, name: str, namespace: str, allowed: bool
+) -> None:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=CONTROLLER_USER,
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{RELEASE_NAMESPACE}", "system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, resource=resource, name=name or None, namespace=namespace or None
+            ),
+        )
+    )
+    with control_plane.api_client() as api:
+        answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
+    assert answer.status is not None
+    assert answer.status.allowed is allowed

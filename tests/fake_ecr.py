@@ -1,0 +1,115 @@
+"""A small local ECR endpoint speaking the AWS JSON protocol, for the controller's tests.
+
+moto stands for ECR where it serves, but its token never changes and its
+expiry lies in 2015, so a refresh cannot be observed with it. This one issues
+a new token and expiry on every call and can be told to fail, throttle or
+hang. boto3 reaches it through `AWS_ENDPOINT_URL_ECR`, with no hook of ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from tests.support import free_port
+
+TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+Mode = Literal["ok", "deny", "throttle", "hang"]
+
+
+class FakeEcr:
+    def __init__(self, account: str = "123456789012", region: str = "us-east-1") -> None:
+        self.account, self.region = account, region
+        self.port = free_port()
+        self.mode: Mode = "ok"
+        self.lifetime_seconds = 12 * 3600.0
+        self.calls: list[str] = []
+        self.tokens_issued = 0
+        self._release = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """What a process needs to reach this endpoint with boto3's default chain."""
+        return {
+            "AWS_ENDPOINT_URL_ECR": self.url,
+            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "fake-secret-for-tests",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def password(self, n: int) -> str:
+        return f"fake-ecr-password-{n}"
+
+    def start(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                operation = (self.headers.get("X-Amz-Target") or "").removeprefix(TARGET_PREFIX)
+                fake.calls.append(operation)
+                status, document = fake.answer(operation)
+                payload = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self._release.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Close the port: connections are refused, as for an unreachable ECR."""
+        self._release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def answer(self, operation: str) -> tuple[int, dict[str, Any]]:
+        if self.mode == "hang":
+            self._release.wait(60)
+        if self.mode == "deny":
+            return 400, {"__type": "AccessDeniedException", "message": "User is not authorized to perform ecr:X"}
+        if self.mode == "throttle":
+            return 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
+        if operation == "GetAuthorizationToken":
+            self.tokens_issued += 1
+            secret = base64.b64encode(f"AWS:{self.password(self.tokens_issued)}".encode()).decode()
+            return 200, {
+                "authorizationData": [
+                    {
+                        "authorizationToken": secret,
+                        "expiresAt": time.time() + self.lifetime_seconds,
+                        "proxyEndpoint": f"https://{self.account}.dkr.ecr.{self.region}.amazonaws.com",
+                    }
+                ]
+            }
+        return 400, {"__type": "InvalidParameterException", "message": f"{operation} is not faked"}
+
+
+@contextmanager
+def fake_ecr() -> Iterator[FakeEcr]:
+    fake = FakeEcr()
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
