@@ -284,6 +284,23 @@ def test_only_the_leader_writes_and_a_standby_takes_over(
             wait_for(lambda: leader(third), timeout=4 + 10, what="takeover after the lease expires")
 
 
+def test_excluded_namespaces_get_no_secret(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    by_name, opted_out, by_selector, included = (f"{kind}-{suffix}" for kind in ("named", "optout", "legacy", "plain"))
+    control_plane.create_namespace(by_name)
+    control_plane.create_namespace(opted_out, labels={"ecr-pullthrough/skip": "true"})
+    control_plane.create_namespace(by_selector, labels={"team": "legacy"})
+    control_plane.create_namespace(included, labels={"team": "web"})
+    args = (*FAST, "--exclude-namespaces", f"kube-system,{by_name}", "--exclude-namespace-selector", "team=legacy")
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *args) as running:
+        wait_for(lambda: password_in(secret(core, included)) == ecr.password(1), what="the included namespace")
+        wait_for(lambda: running.metric("ecr_pullthrough_queue_depth") == 0, what="all work done")
+        for excluded in (by_name, opted_out, by_selector):
+            assert secret(core, excluded) is None, excluded
+
+
 @pytest.mark.parametrize(
     ("verb", "resource", "name", "namespace", "allowed"),
     [

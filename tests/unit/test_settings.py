@@ -66,3 +66,14 @@ def test_invalid_settings_name_the_setting(args: tuple[str, ...], message: str) 
     with pytest.raises(ValidationError) as error:
         load(*args)
     assert message in str(error.value)
+
+
+def test_controller_settings_check_lease_timing_and_selectors() -> None:
+    from webhook.settings import ControllerSettings
+
+    settings = ControllerSettings(_cli_parse_args=["--registry", REGISTRY])  # type: ignore[call-arg]
+    assert (settings.lease_seconds, settings.renew_deadline_seconds, settings.retry_seconds) == (15, 10, 2)
+    with pytest.raises(ValidationError, match="retry_seconds < renew_deadline_seconds < lease_seconds"):
+        ControllerSettings(_cli_parse_args=["--registry", REGISTRY, "--lease-seconds", "5"])  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="label selector"):
+        ControllerSettings(_cli_parse_args=["--registry", REGISTRY, "--exclude-namespace-selector", "a in (b)"])  # type: ignore[call-arg]

@@ -1,0 +1,56 @@
+import base64
+import datetime
+import json
+
+from webhook import pullsecret
+from webhook.ecr import Token
+
+NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+TOKEN = Token("AWS", "s3cr3t", NOW + datetime.timedelta(hours=12), NOW)
+REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def test_the_desired_secret_is_a_docker_config_for_the_registry() -> None:
+    secret = pullsecret.desired("team", "ecr-pullthrough", REGISTRY, TOKEN)
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "ecr-pullthrough"}
+    assert pullsecret.expires_at(secret) == TOKEN.expires_at
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    entry = config["auths"][REGISTRY]
+    assert (entry["username"], entry["password"]) == ("AWS", "s3cr3t")
+    assert base64.b64decode(entry["auth"]) == b"AWS:s3cr3t"
+    assert pullsecret.is_ours(secret)
+
+
+def test_in_sync_ignores_what_others_add_and_sees_what_we_set() -> None:
+    wanted = pullsecret.desired("team", "ecr-pullthrough", REGISTRY, TOKEN)
+    actual = json.loads(json.dumps(wanted))
+    actual["metadata"]["labels"]["extra"] = "x"
+    actual["metadata"]["resourceVersion"] = "7"
+    assert pullsecret.in_sync(actual, wanted)
+    actual["data"][".dockerconfigjson"] = "e30="
+    assert not pullsecret.in_sync(actual, wanted)
+    newer = pullsecret.desired("team", "ecr-pullthrough", REGISTRY, Token("AWS", "new", NOW, NOW))
+    assert not pullsecret.in_sync(wanted, newer)
+
+
+def test_updated_keeps_others_metadata_and_the_resource_version() -> None:
+    wanted = pullsecret.desired("team", "ecr-pullthrough", REGISTRY, TOKEN)
+    actual = {"metadata": {"name": "ecr-pullthrough", "resourceVersion": "9", "labels": {"x": "y"}}, "data": {}}
+    merged = pullsecret.updated(actual, wanted)
+    assert merged["metadata"]["resourceVersion"] == "9"
+    assert merged["metadata"]["labels"] == {"x": "y", "app.kubernetes.io/managed-by": "ecr-pullthrough"}
+    assert pullsecret.in_sync(merged, wanted)
+
+
+def test_a_secret_without_our_label_is_not_ours() -> None:
+    assert not pullsecret.is_ours({"metadata": {"name": "ecr-pullthrough"}})
+    assert pullsecret.expires_at({"metadata": {"annotations": {pullsecret.EXPIRES_ANNOTATION: "garbage"}}}) is None
+
+
+def test_the_refresh_is_half_way_with_a_floor() -> None:
+    floor = datetime.timedelta(minutes=1)
+    assert TOKEN.refresh_at(floor) == NOW + datetime.timedelta(hours=6)
+    expired = Token("AWS", "x", NOW - datetime.timedelta(days=1), NOW)
+    assert expired.refresh_at(floor) == NOW + floor
+    assert "s3cr3t" not in repr(TOKEN)
