@@ -5,16 +5,22 @@ from __future__ import annotations
 import datetime
 import logging
 import signal
+import threading
+from collections.abc import Callable
 from types import FrameType
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from webhook import logs
 from webhook.controller import Controller, ControllerMetrics, SecretTarget
 from webhook.ecr import TokenSource, ecr_client
 from webhook.health import serve_health
-from webhook.kube import RateLimiter, api_client
+from webhook.kube import Backoff, RateLimiter, api_client
 from webhook.leader import LeaseElector
 from webhook.selectors import parse_selector
 from webhook.settings import ControllerSettings
+from webhook.webhookcerts import WebhookCertificates
 
 log = logging.getLogger("ecr_pullthrough.controller")
 
@@ -51,6 +57,12 @@ def run(settings: ControllerSettings) -> int:
         token_refresh_floor=datetime.timedelta(seconds=settings.token_refresh_floor_seconds),
         writes=RateLimiter(settings.api_qps, settings.api_burst),
     )
+    certificates_due = threading.Event()
+
+    def leading_started() -> None:
+        controller.leading_started()
+        certificates_due.set()
+
     elector = LeaseElector(
         api,
         namespace=settings.namespace,
@@ -59,9 +71,23 @@ def run(settings: ControllerSettings) -> int:
         lease_seconds=settings.lease_seconds,
         renew_deadline_seconds=settings.renew_deadline_seconds,
         retry_seconds=settings.retry_seconds,
-        on_started=controller.leading_started,
+        on_started=leading_started,
         on_stopped=controller.leading_stopped,
     )
+    if settings.webhook_tls_secret:
+        certificates = WebhookCertificates(
+            api,
+            namespace=settings.namespace,
+            secret=settings.webhook_tls_secret,
+            configuration=settings.webhook_configuration,
+            service=settings.webhook_service,
+        )
+        threading.Thread(
+            target=_keep_certificates,
+            args=(certificates, elector.is_leader.is_set, controller.stop, certificates_due, settings),
+            name="certificates",
+            daemon=True,
+        ).start()
     health = serve_health(settings.http_host, settings.http_port, metrics.registry, controller.not_ready_reason)
     log.info(
         "controller starting",
@@ -87,3 +113,28 @@ def run(settings: ControllerSettings) -> int:
     health.shutdown()
     log.info("controller stopped")
     return 0
+
+
+def _keep_certificates(
+    certificates: WebhookCertificates,
+    is_leader: Callable[[], bool],
+    stop: threading.Event,
+    due: threading.Event,
+    settings: ControllerSettings,
+) -> None:
+    """While leading: check the webhook's certificate now and then, renew it before it expires."""
+    backoff = Backoff(2, 300)
+    while not stop.is_set():
+        delay = settings.certificate_check_seconds
+        if is_leader():
+            try:
+                certificates.ensure()
+                backoff.reset()
+            except (ApiException, HTTPError, OSError) as error:
+                delay = backoff.next()
+                log.warning(
+                    "webhook certificate check failed",
+                    extra={"fields": {"error": str(error).splitlines()[0], "retryIn": round(delay, 1)}},
+                )
+        due.wait(delay)
+        due.clear()

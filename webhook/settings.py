@@ -230,6 +230,14 @@ class ControllerSettings(CommonSettings):
     workers: int = Field(4, ge=1, le=64, description="namespaces reconciled in parallel")
     api_qps: float = Field(20, gt=0, description="client-side limit on Kubernetes API writes per second")
     api_burst: int = Field(40, ge=1, description="burst above --api-qps")
+    webhook_tls_secret: str = Field(
+        "", description="self-contained certificates: the Secret (in --namespace) holding the webhook's CA and cert"
+    )
+    webhook_configuration: str = Field(
+        "", description="the MutatingWebhookConfiguration whose caBundle to keep in step"
+    )
+    webhook_service: str = Field("", description="the webhook's Service (in --namespace), named in the certificate")
+    certificate_check_seconds: float = Field(3600, gt=0, description="how often to check the webhook certificate")
     http_host: str = Field("127.0.0.1", description="address of /healthz, /readyz, /metrics (the chart sets 0.0.0.0)")
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")
 
@@ -238,6 +246,16 @@ class ControllerSettings(CommonSettings):
     def _check_selector(cls, value: str) -> str:
         parse_selector(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_certificate_settings(self) -> ControllerSettings:
+        given = [bool(self.webhook_tls_secret), bool(self.webhook_configuration), bool(self.webhook_service)]
+        if any(given) and not all(given):
+            raise ValueError(
+                "webhook_tls_secret: self-contained certificates need --webhook-tls-secret, "
+                "--webhook-configuration and --webhook-service together"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_lease_timing(self) -> ControllerSettings:

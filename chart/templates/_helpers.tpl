@@ -32,3 +32,55 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "ecr-pullthrough.leaseName" -}}
 {{- include "ecr-pullthrough.controllerName" . -}}
 {{- end -}}
+
+{{- define "ecr-pullthrough.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ecr-pullthrough.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ecr-pullthrough.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+
+{{/* The serving certificate's Secret and the webhook configuration's name, shared by the controller and the webhook. */}}
+{{- define "ecr-pullthrough.tlsSecretName" -}}
+{{- printf "%s-tls" (include "ecr-pullthrough.webhookName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ecr-pullthrough.webhookConfigurationName" -}}
+{{- include "ecr-pullthrough.fullname" . -}}
+{{- end -}}
+
+{{- define "ecr-pullthrough.configName" -}}
+{{- printf "%s-settings" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Stop the render with a message that says what to set. */}}
+{{- define "ecr-pullthrough.validate" -}}
+{{- if and .Values.registry (or .Values.accountId .Values.region) -}}
+{{- fail "set either registry, or accountId and region, not both" -}}
+{{- end -}}
+{{- if not (or .Values.registry (and .Values.accountId .Values.region)) -}}
+{{- fail "set registry (your ECR registry host, e.g. --set registry=123456789012.dkr.ecr.us-east-1.amazonaws.com), or accountId and region" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ecr-pullthrough.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "ecr-pullthrough.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
