@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGE ?= ecr-pullthrough:dev
 
-.PHONY: help venv lint controlplane test test-unit test-e2e demo bench image clean
+.PHONY: help venv lint controlplane test test-unit test-e2e demo bench image chart-docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,9 @@ demo: venv ## Run the webhook locally on a throwaway certificate and show a samp
 
 bench: venv ## Measure webhook throughput and latency; prints and writes bench-results.json
 	$(BIN)/python -m tests.bench.webhook --output bench-results.json
+
+chart-docs: venv ## Regenerate the values table of chart/README.md from values.yaml comments
+	$(BIN)/python -m tests.chart_docs
 
 image: ## Build the container image (needs Docker)
 	docker build -t $(IMAGE) .

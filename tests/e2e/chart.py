@@ -26,7 +26,8 @@ def render(
 ) -> list[dict[str, Any]]:
     """`helm template` of our chart, as a list of objects."""
     command = [str(helm), "template", release, str(CHART), "--namespace", namespace]
-    command += ["--set", f"registry={REGISTRY}"]
+    if not values:  # a values file names its own registry
+        command += ["--set", f"registry={REGISTRY}"]
     for key, value in (set_values or {}).items():
         command += ["--set", f"{key}={value}"]
     for path in values:

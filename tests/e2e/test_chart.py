@@ -1,0 +1,190 @@
+"""The Helm chart: lint and render over its values files, and install, upgrade and uninstall on the real API server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.e2e.chart import CHART, REGISTRY, render
+from tests.e2e.controllers import controller_process, token_kubeconfig
+from tests.e2e.controlplane import ControlPlane
+from tests.fake_ecr import fake_ecr
+from tests.support import wait_for, webhook_process
+
+VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+RELEASE = "chart-e2e"
+NAMESPACE = "chart-e2e"
+FULLNAME = f"{RELEASE}-ecr-pullthrough"
+WEBHOOK = f"{FULLNAME}-webhook"
+CONTROLLER = f"{FULLNAME}-controller"
+TLS_SECRET = f"{WEBHOOK}-tls"
+
+
+def helm_run(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, check=check)
+
+
+@pytest.mark.parametrize("values", VALUES, ids=[v.name for v in VALUES])
+def test_lint_and_render_every_values_file(helm: Path, values: Path) -> None:
+    helm_run(helm, "lint", "--strict", str(CHART), "--values", str(values))
+    objects = render(helm, values=(values,))
+    kinds = {obj["kind"] for obj in objects}
+    assert {"Deployment", "MutatingWebhookConfiguration", "ClusterRole", "ConfigMap"} <= kinds
+    [settings] = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    assert settings["data"]["ECR_PULLTHROUGH_SECRET_NAME"] == "ecr-pullthrough"
+    for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert container["envFrom"] == [{"configMapRef": {"name": settings["metadata"]["name"]}}]
+        if deployment["metadata"]["name"].endswith("-webhook"):
+            assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_webhook_configuration_sets_every_setting_explicitly(helm: Path) -> None:
+    [configuration] = render(helm, show_only=("templates/mutatingwebhookconfiguration.yaml",))
+    [hook] = configuration["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "None"
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert 1 <= hook["timeoutSeconds"] <= 5
+    assert [rule["resources"] for rule in hook["rules"]] == [["pods"], ["pods/ephemeralcontainers"]]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("--set", "webhok.replicas=1"), "additional properties 'webhok' not allowed"),
+        (("--set", "mode=loud"), "mode"),
+        (("--set", "webhook.replicas=two"), "replicas"),
+        (("--set", "registry=ghcr.io"), "registry"),
+    ],
+)
+def test_the_schema_rejects_typos_and_wrong_types(helm: Path, arguments: tuple[str, ...], message: str) -> None:
+    result = helm_run(helm, "template", "x", str(CHART), "--set", f"registry={REGISTRY}", *arguments, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_missing_registry_says_what_to_set(helm: Path) -> None:
+    result = helm_run(helm, "template", "x", str(CHART), check=False)
+    assert result.returncode != 0
+    assert "set registry (your ECR registry host" in result.stderr
+
+
+def test_the_values_table_in_the_chart_readme_is_current() -> None:
+    from tests.chart_docs import values_table
+
+    readme = (CHART / "README.md").read_text()
+    assert values_table(CHART / "values.yaml") in readme, "run `make chart-docs`"
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane, helm: Path) -> Iterator[list[str]]:
+    control_plane.create_namespace(NAMESPACE)
+    kubeconfig = str(control_plane.kubeconfig_path)
+    common = ("--namespace", NAMESPACE, "--kubeconfig", kubeconfig, "--set", f"registry={REGISTRY}")
+    yield ["upgrade", RELEASE, str(CHART), *common]
+    helm_run(helm, "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", kubeconfig, check=False)
+
+
+def configuration(api: client.ApiClient) -> dict[str, Any]:
+    answer = client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(
+        FULLNAME, _preload_content=False
+    )
+    return json.loads(answer.data)  # type: ignore[no-any-return]
+
+
+def tls_secret(api: client.ApiClient) -> dict[str, Any] | None:
+    try:
+        return json.loads(
+            client.CoreV1Api(api).read_namespaced_secret(TLS_SECRET, NAMESPACE, _preload_content=False).data
+        )  # type: ignore[no-any-return]
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def test_install_certificates_upgrade_rules_and_uninstall(
+    control_plane: ControlPlane, helm: Path, installed: list[str], tmp_path: Path
+) -> None:
+    # helm install without --wait: no controller-manager runs, so no pod would ever be ready.
+    upgrade = installed
+    helm_run(helm, *upgrade, "--install")
+    with control_plane.api_client() as api:
+        apps = client.AppsV1Api(api)
+        assert {d.metadata.name for d in apps.list_namespaced_deployment(NAMESPACE).items} == {WEBHOOK, CONTROLLER}
+        assert "caBundle" not in configuration(api)["webhooks"][0]["clientConfig"]
+
+        # The controller, as deployed (the chart's account and flags), creates the certificates.
+        token = control_plane.service_account_token(NAMESPACE, CONTROLLER)
+        kubeconfig = token_kubeconfig(control_plane, token, tmp_path / "controller-kubeconfig")
+        args = (
+            "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER,
+            "--webhook-tls-secret", TLS_SECRET, "--webhook-configuration", FULLNAME, "--webhook-service", WEBHOOK,
+        )  # fmt: skip
+        with fake_ecr() as ecr, controller_process(kubeconfig, ecr, tmp_path, "chart", *args):
+            secret = wait_for(lambda: tls_secret(api), timeout=30, what="the webhook's TLS secret")
+            bundle = wait_for(
+                lambda: configuration(api)["webhooks"][0]["clientConfig"].get("caBundle"), what="caBundle"
+            )
+        assert base64.b64decode(bundle) == base64.b64decode(secret["data"]["ca.crt"])
+        serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+        serving.verify_directly_issued_by(x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"])))
+        names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert f"{WEBHOOK}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+
+        # helm upgrade keeps the CA: the caBundle is looked up, the Secret is not Helm's.
+        helm_run(helm, *upgrade, "--set", "webhook.replicas=3")
+        assert configuration(api)["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+        after = tls_secret(api)
+        assert after is not None
+        assert after["data"] == secret["data"]
+
+        # The chart's rules and selectors, as shipped, with only clientConfig pointed at a local webhook.
+        with webhook_process(tmp_path, "--registry", REGISTRY) as webhook:
+            shipped = configuration(api)
+            shipped["webhooks"][0]["clientConfig"] = {
+                "url": f"{webhook.url}/mutate",
+                "caBundle": base64.b64encode(webhook.ca.cert_pem).decode(),
+            }
+            client.AdmissionregistrationV1Api(api).replace_mutating_webhook_configuration(FULLNAME, shipped)
+            workloads = f"chart-workloads-{uuid.uuid4().hex[:6]}"
+            control_plane.create_namespace(workloads)
+            core = client.CoreV1Api(api)
+
+            def created_image(namespace: str, labels: dict[str, str] | None = None) -> str:
+                pod = client.V1Pod(
+                    metadata=client.V1ObjectMeta(generate_name="chart-", labels=labels),
+                    spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="nginx:1.27")]),
+                )
+                return str(core.create_namespaced_pod(namespace, pod, dry_run="All").spec.containers[0].image)
+
+            rewritten = f"{REGISTRY}/docker-hub/library/nginx:1.27"
+            wait_for(
+                lambda: created_image(workloads) == rewritten, what="the chart's configuration to call the webhook"
+            )
+            assert created_image(workloads, {"ecr-pullthrough/skip": "true"}) == "nginx:1.27"
+            assert created_image(NAMESPACE) == "nginx:1.27", "the release namespace is never touched"
+
+        helm_run(
+            helm, "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", str(control_plane.kubeconfig_path)
+        )
+        remaining = client.AdmissionregistrationV1Api(api).list_mutating_webhook_configuration().items
+        assert FULLNAME not in {c.metadata.name for c in remaining}
