@@ -31,6 +31,21 @@ class FakeEcr:
         self.lifetime_seconds = 12 * 3600.0
         self.calls: list[str] = []
         self.tokens_issued = 0
+        # Pull-through cache rules by ECR prefix: upstream registry URL and, where needed, a credential.
+        self.rules: dict[str, dict[str, str]] = {
+            "docker-hub": {
+                "upstreamRegistryUrl": "registry-1.docker.io",
+                "credentialArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/hub",
+            },
+            "github": {
+                "upstreamRegistryUrl": "ghcr.io",
+                "credentialArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/gh",
+            },
+            "quay": {"upstreamRegistryUrl": "quay.io"},
+        }
+        self.invalid_credentials: set[str] = set()  # prefixes whose credential fails validation
+        self.import_denied: set[str] = set()  # prefixes whose first pull is refused (no BatchImportUpstreamImage)
+        self.manifests: list[str] = []  # registry paths asked for
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
@@ -54,12 +69,18 @@ class FakeEcr:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                status = fake.registry(self.path, self.headers.get("Authorization") or "")
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                request = self.rfile.read(length)
                 operation = (self.headers.get("X-Amz-Target") or "").removeprefix(TARGET_PREFIX)
                 fake.calls.append(operation)
-                status, document = fake.answer(operation)
+                status, document = fake.answer(operation, request)
                 payload = json.dumps(document).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-amz-json-1.1")
@@ -83,7 +104,7 @@ class FakeEcr:
             self._server.server_close()
             self._server = None
 
-    def answer(self, operation: str) -> tuple[int, dict[str, Any]]:
+    def answer(self, operation: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
         if self.mode == "hang":
             self._release.wait(60)
         if self.mode == "deny":
@@ -98,11 +119,49 @@ class FakeEcr:
                     {
                         "authorizationToken": secret,
                         "expiresAt": time.time() + self.lifetime_seconds,
-                        "proxyEndpoint": f"https://{self.account}.dkr.ecr.{self.region}.amazonaws.com",
+                        # The registry API of this fake: the controller's manifest probes come here.
+                        "proxyEndpoint": self.url,
                     }
                 ]
             }
+        if operation == "DescribePullThroughCacheRules":
+            return 200, {
+                "pullThroughCacheRules": [
+                    {"ecrRepositoryPrefix": prefix, "registryId": self.account, **rule}
+                    for prefix, rule in self.rules.items()
+                ]
+            }
+        if operation == "ValidatePullThroughCacheRule":
+            prefix = json.loads(body or b"{}").get("ecrRepositoryPrefix", "")
+            if prefix not in self.rules:
+                return 400, {"__type": "PullThroughCacheRuleNotFoundException", "message": f"no rule {prefix}"}
+            valid = prefix not in self.invalid_credentials
+            return 200, {
+                "ecrRepositoryPrefix": prefix,
+                "registryId": self.account,
+                **self.rules[prefix],
+                "isValid": valid,
+                "failure": "" if valid else "Invalid username or password for the upstream registry",
+            }
         return 400, {"__type": "InvalidParameterException", "message": f"{operation} is not faked"}
+
+    def registry(self, path: str, authorization: str) -> int:
+        """The registry API of the ECR host: HEAD /v2/<prefix>/<path>/manifests/<reference>."""
+        self.manifests.append(path)
+        if self.mode != "ok":
+            return 503
+        issued = {
+            f"Basic {base64.b64encode(f'AWS:{self.password(n)}'.encode()).decode()}"
+            for n in range(1, self.tokens_issued + 1)
+        }
+        if authorization not in issued:
+            return 401
+        prefix = path.removeprefix("/v2/").split("/", 1)[0]
+        if prefix not in self.rules:
+            return 404
+        if prefix in self.import_denied:
+            return 403
+        return 200
 
 
 @contextmanager

@@ -24,12 +24,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from urllib3.exceptions import HTTPError
 
 from webhook import pullsecret
-from webhook.ecr import AwsError, Token, TokenSource
-from webhook.kube import REQUEST_TIMEOUT, Backoff, ListWatch, RateLimiter, body
+from webhook.ecr import AwsError, TokenSource
+from webhook.kube import REQUEST_TIMEOUT, Backoff, ListWatch, RateLimiter, body, record_event
 from webhook.selectors import Selector
+from webhook.token import Token
 from webhook.workqueue import NORMAL, URGENT, WorkQueue
 
 log = logging.getLogger("ecr_pullthrough.controller")
+COMPONENT = "ecr-pullthrough-controller"
 
 
 class ControllerMetrics:
@@ -81,12 +83,14 @@ class Controller:
         resync_seconds: float = 600,
         token_refresh_floor: datetime.timedelta = datetime.timedelta(seconds=60),
         writes: RateLimiter | None = None,
+        on_token: Callable[[], None] | None = None,
     ) -> None:
         # Any: we send and receive plain dicts; the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.tokens, self.target, self.metrics, self.is_leader = tokens, target, metrics, is_leader
         self.workers, self.resync_seconds, self.token_refresh_floor = workers, resync_seconds, token_refresh_floor
         self.writes = writes or RateLimiter(20, 40)
+        self.on_token = on_token or (lambda: None)
         self.stop = threading.Event()
         self.queue = WorkQueue()
         metrics.queue_depth.set_function(lambda: len(self.queue))
@@ -273,6 +277,10 @@ class Controller:
                 },
             )
             self.enqueue_all(NORMAL)
+            self.on_token()
+
+    def current_token(self) -> Token | None:
+        return self._token
 
     def _refresh_in(self) -> float:
         token = self._token
@@ -411,35 +419,8 @@ class Controller:
             "Rename it, or delete it to let ecr-pullthrough create its own."
         )
         log.warning("foreign secret left alone", extra={"fields": {"namespace": namespace, "secret": self.target.name}})
-        self._event(namespace, secret, "ForeignSecret", message)
-
-    def _event(self, namespace: str, secret: dict[str, Any], reason: str, message: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        metadata = secret.get("metadata") or {}
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{self.target.name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "name": self.target.name,
-                "namespace": namespace,
-                "uid": metadata.get("uid"),
-                "resourceVersion": metadata.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Warning",
-            "source": {"component": "ecr-pullthrough-controller"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
-        except (ApiException, HTTPError, OSError) as error:
-            log.warning("event not recorded", extra={"fields": {"namespace": namespace, "error": str(error)}})
+        involved = {"apiVersion": "v1", "kind": "Secret", "metadata": secret.get("metadata") or {}}
+        record_event(self.core, involved, reason="ForeignSecret", message=message, warning=True, component=COMPONENT)
 
 
 def _resource_version(obj: Mapping[str, Any]) -> int:

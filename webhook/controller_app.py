@@ -20,6 +20,8 @@ from webhook.kube import Backoff, RateLimiter, api_client
 from webhook.leader import LeaseElector
 from webhook.selectors import parse_selector
 from webhook.settings import ControllerSettings
+from webhook.upstream_monitor import UpstreamMonitor
+from webhook.upstreams import Verifier, configured_upstreams
 from webhook.webhookcerts import WebhookCertificates
 
 log = logging.getLogger("ecr_pullthrough.controller")
@@ -38,14 +40,14 @@ def run(settings: ControllerSettings) -> int:
         excluded_names=frozenset(settings.exclude_namespaces),
         excluded_by_labels=lambda labels: opted_out(labels) or by_labels(labels),
     )
-    tokens = TokenSource(
-        ecr_client(
-            settings.region,
-            connect_timeout=settings.aws_connect_timeout,
-            read_timeout=settings.aws_read_timeout,
-            max_attempts=settings.aws_max_attempts,
-        )
+    ecr = ecr_client(
+        settings.region,
+        connect_timeout=settings.aws_connect_timeout,
+        read_timeout=settings.aws_read_timeout,
+        max_attempts=settings.aws_max_attempts,
     )
+    tokens = TokenSource(ecr)
+    verify_now = threading.Event()
     controller = Controller(
         api,
         tokens,
@@ -56,12 +58,14 @@ def run(settings: ControllerSettings) -> int:
         resync_seconds=settings.resync_seconds,
         token_refresh_floor=datetime.timedelta(seconds=settings.token_refresh_floor_seconds),
         writes=RateLimiter(settings.api_qps, settings.api_burst),
+        on_token=verify_now.set,
     )
     certificates_due = threading.Event()
 
     def leading_started() -> None:
         controller.leading_started()
         certificates_due.set()
+        verify_now.set()
 
     elector = LeaseElector(
         api,
@@ -88,7 +92,33 @@ def run(settings: ControllerSettings) -> int:
             name="certificates",
             daemon=True,
         ).start()
-    health = serve_health(settings.http_host, settings.http_port, metrics.registry, controller.not_ready_reason)
+    readiness: list[Callable[[], str | None]] = [controller.not_ready_reason]
+    if settings.upstream_status_configmap:
+        verifier = Verifier(
+            ecr,
+            configured_upstreams(settings.prefix, settings.upstreams, settings.probe_images),
+            controller.current_token,
+            http_timeout=settings.aws_read_timeout * 2,
+        )
+        monitor = UpstreamMonitor(
+            api,
+            verifier,
+            namespace=settings.namespace,
+            configmap=settings.upstream_status_configmap,
+            interval=settings.verify_seconds,
+            registry=metrics.registry,
+        )
+        monitor.due = verify_now
+        readiness.append(monitor.not_ready_reason)
+        threading.Thread(
+            target=monitor.run, args=(elector.is_leader.is_set, controller.stop), name="upstreams", daemon=True
+        ).start()
+
+    def not_ready_reason() -> str | None:
+        reasons = [reason for check in readiness if (reason := check())]
+        return "; ".join(reasons) or None
+
+    health = serve_health(settings.http_host, settings.http_port, metrics.registry, not_ready_reason)
     log.info(
         "controller starting",
         extra={

@@ -10,6 +10,7 @@ example registry, so it runs with no AWS account at all.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import socket
@@ -26,8 +27,10 @@ from typing import Any
 import jsonpatch
 
 from webhook import certs
+from webhook.upstream_status import StatusDocument, UpstreamStatus
 
 EXAMPLE_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+VERIFIED_UPSTREAMS = {"docker.io": "docker-hub", "quay.io": "quay"}
 
 SAMPLE_POD: dict[str, Any] = {
     "apiVersion": "v1",
@@ -77,8 +80,15 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
         serving = certs.make_leaf(ca, "ecr-pullthrough-demo", dns_names=("localhost",), ip_addresses=("127.0.0.1",))
         cert, key = Path(folder, "tls.crt"), Path(folder, "tls.key")
         serving.write(cert, key)
+        # What the controller publishes once it has verified the pull-through rules (no AWS here).
+        status = Path(folder, "status.json")
+        now = datetime.datetime.now(datetime.UTC)
+        verified = tuple(UpstreamStatus(host, prefix, True, "", now) for host, prefix in VERIFIED_UPSTREAMS.items())
+        status.write_text(StatusDocument(now, verified).to_json())
         command = [sys.executable, "-m", "webhook", "webhook", "--tls-cert", str(cert), "--tls-key", str(key)]
+        command += ["--upstream-status-file", str(status)]
         command += ["--port", str(port), "--log-level", "warning", *settings_args]
+        print(f"upstreams verified (as the controller would publish them): {', '.join(VERIFIED_UPSTREAMS)}")
         print(f"starting: ecr-pullthrough webhook --port {port} {' '.join(settings_args)}")
         process = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
         try:

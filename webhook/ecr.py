@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import datetime
-from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from webhook.token import Token
 
 # AWS error codes we name in metrics; any other is counted as "other" (bounded labels).
 KNOWN_ERROR_CODES = frozenset(
@@ -44,26 +45,6 @@ class AwsError(Exception):
     @property
     def metric_code(self) -> str:
         return self.code if self.code in KNOWN_ERROR_CODES else "other"
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    username: str
-    password: str = field(repr=False)
-    expires_at: datetime.datetime
-    fetched_at: datetime.datetime
-
-    def refresh_at(self, floor: datetime.timedelta) -> datetime.datetime:
-        """Half-way through the token's life, but never sooner than `floor` after it was fetched.
-
-        The floor matters when `expiresAt` is already past (moto returns one from
-        2015): without it the controller would fetch tokens in a hot loop.
-        """
-        half_life = self.fetched_at + (self.expires_at - self.fetched_at) / 2
-        return max(half_life, self.fetched_at + floor)
-
-    def valid(self, now: datetime.datetime) -> bool:
-        return now < self.expires_at
 
 
 def _now() -> datetime.datetime:
@@ -114,4 +95,10 @@ class TokenSource:
             raise AwsError("other", "GetAuthorizationToken returned a token without a password")
         if expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=datetime.UTC)
-        return Token(username=username, password=password, expires_at=expires_at, fetched_at=_now())
+        return Token(
+            username=username,
+            password=password,
+            expires_at=expires_at,
+            fetched_at=_now(),
+            endpoint=str(data.get("proxyEndpoint", "")),
+        )

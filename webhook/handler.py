@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from webhook import admission
 from webhook.metrics import WebhookMetrics
 from webhook.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
+from webhook.upstream_status import Verification
 
 log = logging.getLogger("ecr_pullthrough.webhook")
 
@@ -27,9 +29,16 @@ class Answer:
 
 
 class AdmissionHandler:
-    def __init__(self, policy: PodPolicy, metrics: WebhookMetrics) -> None:
+    def __init__(
+        self,
+        policy: PodPolicy,
+        metrics: WebhookMetrics,
+        verification: Callable[[], Verification] | None = None,
+    ) -> None:
         self.policy = policy
         self.metrics = metrics
+        # None: rewrite without asking whether the upstream is verified.
+        self.verification = verification
 
     def handle(self, body: bytes) -> Answer:
         started = time.perf_counter()
@@ -75,6 +84,7 @@ class AdmissionHandler:
             namespace=request.namespace,
             sub_resource=request.sub_resource,
             old_pod=request.old_object,
+            verified=self.verification() if self.verification else None,
         )
         outcome = "skipped" if mutation.skipped else "patched" if mutation.patch else "unchanged"
         self.metrics.admissions.labels(outcome).inc()

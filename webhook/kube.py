@@ -6,6 +6,7 @@ and writes a few fields and has no use for the generated models.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import random
@@ -169,3 +170,36 @@ class ListWatch:
             "list/watch failed; retrying", extra={"fields": {"watch": self.name, "error": message, "retryIn": delay}}
         )
         self.stop.wait(delay)
+
+
+def record_event(
+    core: Any, involved: dict[str, Any], *, reason: str, message: str, warning: bool, component: str
+) -> None:
+    """Create a core/v1 Event about `involved` (an object's metadata plus apiVersion and kind); never raises."""
+    metadata = involved.get("metadata") or {}
+    namespace = metadata.get("namespace", "")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata.get('name', 'object')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion", "v1"),
+            "kind": involved.get("kind", ""),
+            "name": metadata.get("name"),
+            "namespace": namespace,
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": component},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
+    except (ApiException, HTTPError, OSError) as error:
+        log.warning("event not recorded", extra={"fields": {"reason": reason, "error": str(error)[:300]}})

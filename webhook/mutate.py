@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.rewrite import Decision, Reason, RewriteRules, decide
+from webhook.upstream_status import Verification
 
 Mode = Literal["enforce", "audit"]
 ContainerField = Literal["initContainers", "containers", "ephemeralContainers"]
@@ -89,6 +90,7 @@ def mutate_pod(
     namespace: str,
     sub_resource: str = "",
     old_pod: Mapping[str, Any] | None = None,
+    verified: Verification | None = None,
 ) -> Mutation:
     """Decide every container image of `pod` and build the minimal patch."""
     metadata = pod.get("metadata") or {}
@@ -113,7 +115,7 @@ def mutate_pod(
             if name in existing:
                 continue
             image = container.get("image")
-            decision = decide(image if isinstance(image, str) else "", policy.rules)
+            decision = decide(image if isinstance(image, str) else "", policy.rules, verified)
             if on_subresource and decision.changed and not secret_present:
                 decision = Decision(
                     original=decision.original,

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Literal
 
 from webhook import images
+from webhook.upstream_status import Verification
 
 DigestPolicy = Literal["skip", "rewrite"]
 
@@ -36,6 +37,7 @@ class Reason(StrEnum):
     PATH_TOO_LONG = "path-too-long"
     EXCLUDED_IMAGE = "excluded-image"
     DIGEST_PINNED = "digest-pinned"
+    UPSTREAM_UNVERIFIED = "upstream-unverified"
     # Pod-level reasons, decided by the webhook around `decide`.
     PULL_SECRET_MISSING = "pull-secret-missing"
 
@@ -51,6 +53,11 @@ class RewriteRules:
     digest_policy: DigestPolicy = "skip"
     # Globs matched against the normalised name, e.g. `docker.io/library/busybox`.
     exclude_images: tuple[str, ...] = ()
+
+    @staticmethod
+    def upstream_of(reference: images.ImageReference) -> str:
+        """The upstream as the status document names it: docker.io for every Docker Hub host."""
+        return images.DOCKER_HUB if reference.is_docker_hub else reference.domain.lower()
 
     def prefix_for(self, reference: images.ImageReference) -> str | None:
         if reference.is_docker_hub:
@@ -70,8 +77,13 @@ class Decision:
         return self.image != self.original
 
 
-def decide(image: str, rules: RewriteRules) -> Decision:
-    """Return the pull-through reference for `image`, or `image` itself with the reason it stays."""
+def decide(image: str, rules: RewriteRules, verified: Verification | None = None) -> Decision:
+    """Return the pull-through reference for `image`, or `image` itself with the reason it stays.
+
+    With `verified`, an upstream the controller has not verified (no rule, a bad credential,
+    no import permission, or no status at all) is left alone: a rewrite that cannot be pulled
+    would be worse than no rewrite.
+    """
 
     def unchanged(reason: Reason, detail: str = "") -> Decision:
         return Decision(original=image, image=image, reason=reason, detail=detail)
@@ -93,5 +105,8 @@ def decide(image: str, rules: RewriteRules) -> Decision:
     path = f"{prefix}/{reference.path}"
     if len(path) > images.MAX_PATH_LENGTH:
         return unchanged(Reason.PATH_TOO_LONG, f"{len(path)} > {images.MAX_PATH_LENGTH} characters")
+    upstream = rules.upstream_of(reference)
+    if verified is not None and upstream not in verified.verified:
+        return unchanged(Reason.UPSTREAM_UNVERIFIED, verified.reason_for(upstream))
     rewritten = images.ImageReference(domain=rules.registry, path=path, tag=reference.tag, digest=reference.digest)
     return Decision(original=image, image=str(rewritten), reason=Reason.REWRITTEN)

@@ -7,6 +7,7 @@ hands the bytes over and writes the answer back.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from webhook.handler import AdmissionHandler
 from webhook.metrics import WebhookMetrics
 from webhook.mutate import PodPolicy
 from webhook.settings import WebhookSettings
+from webhook.statusfile import StatusFile
 from webhook.tls import ReloadingContext
 
 log = logging.getLogger("ecr_pullthrough.webhook")
@@ -94,7 +96,13 @@ def serve(settings: WebhookSettings) -> None:
     tls = ReloadingContext(
         settings.tls_cert, settings.tls_key, lambda ok: metrics.tls_reloads.labels("ok" if ok else "error").inc()
     )
-    app = create_app(AdmissionHandler(policy_from(settings), metrics), metrics, settings.max_body_bytes)
+    status = None
+    if settings.require_verified_upstreams and settings.upstream_status_file is not None:
+        status = StatusFile(
+            settings.upstream_status_file, datetime.timedelta(seconds=settings.upstream_status_max_age_seconds)
+        )
+    handler = AdmissionHandler(policy_from(settings), metrics, status.current if status else None)
+    app = create_app(handler, metrics, settings.max_body_bytes)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -117,6 +125,7 @@ def serve(settings: WebhookSettings) -> None:
                 "upstreams": settings.upstreams,
                 "mode": settings.mode,
                 "digestPolicy": settings.digest_policy,
+                "requireVerifiedUpstreams": settings.require_verified_upstreams,
             }
         },
     )

@@ -180,6 +180,17 @@ class WebhookSettings(CommonSettings):
     tls_key: Path = Field(description="PEM private key of the serving certificate")
     host: str = Field("127.0.0.1", description="address to listen on (the chart sets 0.0.0.0)")
     port: int = Field(8443, ge=1, le=65535, description="HTTPS port")
+    upstream_status_file: Path | None = Field(
+        None, description="the controller's upstream status document (the chart mounts its ConfigMap here)"
+    )
+    require_verified_upstreams: bool = Field(
+        True,
+        description="rewrite an upstream's images only while the controller has verified it; "
+        "false rewrites blindly (see the README for the trade-off)",
+    )
+    upstream_status_max_age_seconds: float = Field(
+        7200, gt=0, description="an upstream status older than this counts as unknown: nothing is rewritten"
+    )
     max_body_bytes: int = Field(
         3 * 1024 * 1024,
         ge=1024,
@@ -192,6 +203,15 @@ class WebhookSettings(CommonSettings):
         if not value.is_file():
             raise ValueError(f"{value} is not a readable file")
         return value
+
+    @model_validator(mode="after")
+    def _check_status_file(self) -> WebhookSettings:
+        if self.require_verified_upstreams and self.upstream_status_file is None:
+            raise ValueError(
+                "upstream_status_file: required while --require-verified-upstreams is true "
+                "(the file may not exist yet: until it does, nothing is rewritten)"
+            )
+        return self
 
 
 class RewriteCommandSettings(CommonSettings):
@@ -238,8 +258,21 @@ class ControllerSettings(CommonSettings):
     )
     webhook_service: str = Field("", description="the webhook's Service (in --namespace), named in the certificate")
     certificate_check_seconds: float = Field(3600, gt=0, description="how often to check the webhook certificate")
+    upstream_status_configmap: str = Field(
+        "", description="verify every upstream and publish the result in this ConfigMap (in --namespace)"
+    )
+    verify_seconds: float = Field(
+        1800, gt=0, description="how often to verify the upstreams (sooner, with backoff, while one fails)"
+    )
+    probe_images: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="upstream host -> repository:tag pulled (manifest only) through the cache to verify it, "
+        "e.g. ghcr.io=org/small-image:1",
+    )
     http_host: str = Field("127.0.0.1", description="address of /healthz, /readyz, /metrics (the chart sets 0.0.0.0)")
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")
+
+    _split_probe_images = field_validator("probe_images", mode="before")(_split_map)
 
     @field_validator("exclude_namespace_selector")
     @classmethod

@@ -1,0 +1,179 @@
+"""Verifying each upstream end to end, so the webhook rewrites only what the cache can serve.
+
+For each upstream (Docker Hub and every entry of the upstream map):
+1. a pull-through cache rule exists for its prefix and points at that upstream
+   (`DescribePullThroughCacheRules`, all rules, so a rule under another prefix is named);
+2. if the rule has an upstream credential, it validates (`ValidatePullThroughCacheRule`);
+3. a real registry request through the cache with our token succeeds: a manifest
+   HEAD for a small, well-known image of that upstream, which proves the rule, the
+   credential and the IAM import permission together (the first such request
+   creates that one cache repository). Upstreams without a probe image skip it.
+Each failure becomes one sentence that says what is wrong and what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from webhook.ecr import AwsError, classify
+from webhook.images import DOCKER_HUB, DOCKER_HUB_ALIASES
+from webhook.token import Token
+from webhook.upstream_status import StatusDocument, UpstreamStatus
+
+# Small, public, long-lived images per upstream; the probe pulls only a manifest.
+DEFAULT_PROBES: dict[str, str] = {
+    DOCKER_HUB: "library/hello-world:latest",
+    "public.ecr.aws": "docker/library/hello-world:latest",
+    "registry.k8s.io": "pause:3.10",
+    "quay.io": "prometheus/busybox:latest",
+}
+# The upstream registry URL an ECR rule names for Docker Hub.
+DOCKER_HUB_REGISTRY = "registry-1.docker.io"
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str  # docker.io, ghcr.io, ...
+    prefix: str
+    probe: str | None  # repository:tag to HEAD through the cache, or None
+
+    @property
+    def registry_url(self) -> str:
+        return DOCKER_HUB_REGISTRY if self.name == DOCKER_HUB else self.name
+
+    def served_by(self, rule: Mapping[str, Any]) -> bool:
+        url = str(rule.get("upstreamRegistryUrl", "")).lower().removeprefix("https://").rstrip("/")
+        return url in DOCKER_HUB_ALIASES if self.name == DOCKER_HUB else url == self.name
+
+
+def configured_upstreams(
+    docker_hub_prefix: str, upstreams: Mapping[str, str], probes: Mapping[str, str]
+) -> list[Upstream]:
+    merged = {**DEFAULT_PROBES, **probes}
+    entries = {DOCKER_HUB: docker_hub_prefix, **upstreams}
+    return [Upstream(name, prefix, merged.get(name) or None) for name, prefix in entries.items()]
+
+
+class Verifier:
+    def __init__(
+        self,
+        ecr: Any,
+        upstreams: list[Upstream],
+        token: Callable[[], Token | None],
+        *,
+        http_timeout: float = 10,
+    ) -> None:
+        self.ecr, self.upstreams, self.token, self.http_timeout = ecr, upstreams, token, http_timeout
+
+    def verify(self) -> StatusDocument:
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            rules = self._rules()
+        except AwsError as error:
+            reason = f"ECR DescribePullThroughCacheRules failed ({error}): check the region and the IAM role"
+            return StatusDocument(
+                now, tuple(UpstreamStatus(u.name, u.prefix, False, reason, now) for u in self.upstreams)
+            )
+        statuses = []
+        for upstream in self.upstreams:
+            problem = self._problem(upstream, rules)
+            statuses.append(UpstreamStatus(upstream.name, upstream.prefix, problem is None, problem or "", now))
+        return StatusDocument(now, tuple(statuses))
+
+    def _rules(self) -> dict[str, dict[str, Any]]:
+        rules: dict[str, dict[str, Any]] = {}
+        try:
+            for page in self.ecr.get_paginator("describe_pull_through_cache_rules").paginate():
+                for rule in page.get("pullThroughCacheRules", []):
+                    rules[rule["ecrRepositoryPrefix"]] = rule
+        except (ClientError, BotoCoreError) as error:
+            raise classify(error) from None
+        return rules
+
+    def _problem(self, upstream: Upstream, rules: dict[str, dict[str, Any]]) -> str | None:
+        """None when verified, else one sentence saying what is wrong and what to fix."""
+        rule = rules.get(upstream.prefix)
+        if rule is None:
+            elsewhere = sorted(prefix for prefix, r in rules.items() if upstream.served_by(r))
+            if elsewhere:
+                return (
+                    f"no pull-through cache rule has the prefix {upstream.prefix}, but the rule for "
+                    f"{upstream.registry_url} has the prefix {elsewhere[0]}: set that prefix here, or create the rule"
+                )
+            return (
+                f"no pull-through cache rule for {upstream.registry_url}: create one with "
+                f"`aws ecr create-pull-through-cache-rule --ecr-repository-prefix {upstream.prefix} "
+                f"--upstream-registry-url {upstream.registry_url}`"
+            )
+        if not upstream.served_by(rule):
+            return (
+                f"the pull-through cache rule with the prefix {upstream.prefix} points at "
+                f"{rule.get('upstreamRegistryUrl')}, not {upstream.registry_url}: fix the prefix or the rule"
+            )
+        if rule.get("credentialArn"):
+            problem = self._credential_problem(upstream, str(rule["credentialArn"]))
+            if problem:
+                return problem
+        if upstream.probe is None:
+            return None
+        return self._probe_problem(upstream)
+
+    def _credential_problem(self, upstream: Upstream, credential: str) -> str | None:
+        try:
+            answer = self.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=upstream.prefix)
+        except (ClientError, BotoCoreError) as error:
+            return f"ECR ValidatePullThroughCacheRule failed ({classify(error)}): check the IAM role"
+        if answer.get("isValid") is True:
+            return None
+        failure = answer.get("failure") or "no reason given"
+        return (
+            f"the upstream credential of the rule {upstream.prefix} is not valid ({failure}): "
+            f"fix the Secrets Manager secret {credential}"
+        )
+
+    def _probe_problem(self, upstream: Upstream) -> str | None:
+        token = self.token()
+        if token is None or not token.endpoint:
+            return "no ECR token yet, so the cache could not be tried"
+        assert upstream.probe is not None
+        repository, _, tag = upstream.probe.rpartition(":")
+        url = f"{token.endpoint.rstrip('/')}/v2/{upstream.prefix}/{repository}/manifests/{tag}"
+        basic = base64.b64encode(f"{token.username}:{token.password}".encode()).decode()
+        request = urllib.request.Request(  # noqa: S310 (the registry endpoint ECR gave us)
+            url, method="HEAD", headers={"Authorization": f"Basic {basic}", "Accept": MANIFEST_TYPES}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.http_timeout):  # noqa: S310
+                return None
+        except urllib.error.HTTPError as error:
+            status = error.code
+            error.close()
+        except OSError as error:
+            return f"the registry request through the cache failed ({type(error).__name__}): is ECR reachable?"
+        if status in (401, 403):
+            return (
+                f"pulling {upstream.probe} through the cache was refused (HTTP {status}): the controller's IAM role "
+                f"needs ecr:BatchImportUpstreamImage and ecr:CreateRepository on repository/{upstream.prefix}/*"
+            )
+        if status == 404:
+            return (
+                f"{upstream.probe} was not found through the cache (HTTP 404): check the rule's upstream, "
+                "or set another probe image for this upstream"
+            )
+        return f"pulling {upstream.probe} through the cache failed (HTTP {status})"
