@@ -3,7 +3,7 @@ import datetime
 import json
 
 from webhook import pullsecret
-from webhook.ecr import Token
+from webhook.token import Token
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 TOKEN = Token("AWS", "s3cr3t", NOW + datetime.timedelta(hours=12), NOW)
