@@ -55,6 +55,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- include "ecr-pullthrough.fullname" . -}}
 {{- end -}}
 
+{{- define "ecr-pullthrough.statusConfigMapName" -}}
+{{- printf "%s-upstream-status" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "ecr-pullthrough.configName" -}}
 {{- printf "%s-settings" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

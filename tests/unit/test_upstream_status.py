@@ -1,0 +1,75 @@
+import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.strategies import REGISTRY
+from webhook.rewrite import Reason, RewriteRules, decide
+from webhook.statusfile import StatusFile
+from webhook.upstream_status import StatusDocument, UpstreamStatus, Verification, verification
+
+NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+HOUR = datetime.timedelta(hours=1)
+RULES = RewriteRules(registry=REGISTRY, upstreams={"quay.io": "quay"})
+
+
+def document(checked_at: datetime.datetime = NOW, **verified: bool) -> StatusDocument:
+    return StatusDocument(
+        checked_at,
+        tuple(
+            UpstreamStatus(host.replace("_", "."), "p", ok, "" if ok else f"{host} is broken: fix it", checked_at)
+            for host, ok in verified.items()
+        ),
+    )
+
+
+def test_the_document_round_trips() -> None:
+    original = document(docker_io=True, quay_io=False)
+    assert StatusDocument.parse(original.to_json()) == original
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"version": 2}', '{"version": 1, "checkedAt": "2026-01-01"}'])
+def test_a_broken_document_is_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(ValueError, match="status"):
+        StatusDocument.parse(text)
+
+
+def test_only_verified_upstreams_are_rewritten() -> None:
+    trusted = verification(document(docker_io=True, quay_io=False), NOW, HOUR)
+    assert decide("nginx", RULES, trusted).reason is Reason.REWRITTEN
+    unverified = decide("quay.io/org/app", RULES, trusted)
+    assert (unverified.reason, unverified.detail) == (Reason.UPSTREAM_UNVERIFIED, "quay_io is broken: fix it")
+    assert decide("ghcr.io/a/b", RULES, trusted).reason is Reason.OTHER_REGISTRY, "not an upstream at all"
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        (verification(None, NOW, HOUR, "no upstream status file at /x yet"), "no upstream status file at /x yet"),
+        (verification(document(NOW - 2 * HOUR, docker_io=True), NOW, HOUR), "stale: last checked 7200s ago"),
+    ],
+)
+def test_unknown_status_means_no_rewriting(given: Verification, reason: str) -> None:
+    decision = decide("nginx", RULES, given)
+    assert decision.reason is Reason.UPSTREAM_UNVERIFIED
+    assert reason in decision.detail
+
+
+def test_the_status_file_is_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import webhook.statusfile
+
+    monkeypatch.setattr(webhook.statusfile, "CHECK_INTERVAL_SECONDS", 0)
+    path = tmp_path / "status.json"
+    status = StatusFile(path, datetime.timedelta(hours=1))
+    assert "no upstream status file" in status.current().unknown
+
+    now = datetime.datetime.now(datetime.UTC)
+    path.write_text(document(now, docker_io=True).to_json())
+    assert status.current().verified == {"docker.io"}
+
+    path.write_text("{ corrupt")
+    assert "unreadable" in status.current().unknown
+
+    path.write_text(document(now, docker_io=False).to_json())
+    current = status.current()
+    assert (current.verified, current.reason_for("docker.io")) == (frozenset(), "docker_io is broken: fix it")
