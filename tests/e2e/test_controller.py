@@ -301,6 +301,69 @@ def test_excluded_namespaces_get_no_secret(
             assert secret(core, excluded) is None, excluded
 
 
+STATUS_CONFIGMAP = "ecr-pullthrough-upstream-status"  # the chart's name for release "ecr-pullthrough"
+
+
+def published(core: client.CoreV1Api) -> dict[str, Any] | None:
+    try:
+        configmap = core.read_namespaced_config_map(STATUS_CONFIGMAP, RELEASE_NAMESPACE)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return json.loads((configmap.data or {})["status.json"])  # type: ignore[no-any-return]
+
+
+def test_upstreams_are_verified_and_published_and_a_broken_one_is_explained(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    args = (
+        *FAST,
+        "--upstream-status-configmap",
+        STATUS_CONFIGMAP,
+        "--verify-seconds",
+        "1",
+        "--upstreams",
+        "quay.io=quay",
+    )
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *args) as running:
+
+        def verified() -> dict[str, Any] | None:
+            status = published(core)
+            return status if status and all(u["verified"] for u in status["upstreams"].values()) else None
+
+        status = wait_for(verified, timeout=20, what="both upstreams verified")
+        assert set(status["upstreams"]) == {"docker.io", "quay.io"}
+        assert running.metric("ecr_pullthrough_upstream_verified", upstream="quay.io") == 1
+
+        ecr.import_denied.add("quay")
+
+        def quay_broken() -> str | None:
+            status = published(core)
+            entry = (status or {}).get("upstreams", {}).get("quay.io", {})
+            return entry.get("reason") if entry and not entry["verified"] else None
+
+        reason = wait_for(quay_broken, timeout=20, what="quay.io to be reported unverified")
+        assert "ecr:BatchImportUpstreamImage" in reason
+        assert published(core)["upstreams"]["docker.io"]["verified"] is True  # type: ignore[index]
+        readiness = json.loads(wait_for(lambda: (r := running.get("/readyz"))[0] == 503 and r[1], what="readyz"))
+        assert (
+            "upstream quay.io unverified: pulling prometheus/busybox:latest through the cache was refused"
+            in readiness["reason"]
+        )
+        assert running.metric("ecr_pullthrough_upstream_verified", upstream="quay.io") == 0
+
+        def event() -> bool:
+            events = core.list_namespaced_event(RELEASE_NAMESPACE).items
+            return any(e.reason == "UpstreamUnverified" and "quay.io" in (e.message or "") for e in events)
+
+        wait_for(event, what="an UpstreamUnverified event")
+
+        ecr.import_denied.clear()
+        wait_for(verified, timeout=20, what="recovery")
+        no_token_logged(running, ecr)
+
+
 @pytest.mark.parametrize(
     ("verb", "resource", "name", "namespace", "allowed"),
     [
