@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGE ?= ecr-pullthrough:dev
 
-.PHONY: help venv lint controlplane test test-unit test-e2e demo bench image chart-docs clean
+.PHONY: help venv lint controlplane test test-unit test-e2e demo bench lock image chart-docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,11 +40,24 @@ test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver o
 demo: venv ## Run the webhook locally on a throwaway certificate and show a sample pod rewritten
 	$(BIN)/ecr-pullthrough demo
 
-bench: venv ## Measure webhook throughput and latency; prints and writes bench-results.json
-	$(BIN)/python -m tests.bench.webhook --output bench-results.json
+bench: venv ## Measure decisions, webhook throughput and latency, controller sync times; writes bench-results.json
+	$(BIN)/python -m tests.bench --output bench-results.json
 
 chart-docs: venv ## Regenerate the values table of chart/README.md from values.yaml comments
 	$(BIN)/python -m tests.chart_docs
+
+# pip-compile lives in its own throwaway venv (under build/, removed by `make clean`), never in .venv.
+# It runs on Python 3.11, the image's Python, so that version markers resolve as they will in the image.
+LOCK_PYTHON ?= python3.11
+LOCK_TOOL := build/locktool
+
+$(LOCK_TOOL)/bin/pip-compile:
+	$(LOCK_PYTHON) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/pip install --quiet --upgrade pip 'pip-tools==7.6.2'
+
+lock: $(LOCK_TOOL)/bin/pip-compile ## Re-pin requirements.lock (runtime deps with hashes); LOCK_FLAGS=--upgrade for newest
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_TOOL)/bin/pip-compile --quiet --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) -o requirements.lock pyproject.toml
 
 image: ## Build the container image (needs Docker)
 	docker build -t $(IMAGE) .

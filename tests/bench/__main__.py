@@ -1,0 +1,202 @@
+"""`make bench`: numbers, not tests. Prints them and writes them to a JSON file.
+
+- decide(): pure rewrite decisions per second.
+- handler: one AdmissionReview decided and encoded in-process (3 and 50 containers).
+- webhook: the real process over TLS on 127.0.0.1, concurrent clients; throughput and latency percentiles.
+- controller: against the local control plane (when its binaries are built): time until 200 namespaces
+  hold a secret, and the delay until a new namespace has one.
+
+Every loop is bounded in count and time and talks only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.strategies import REGISTRY
+from tests.support import webhook_process
+from webhook.handler import AdmissionHandler
+from webhook.metrics import WebhookMetrics
+from webhook.mutate import PodPolicy
+from webhook.rewrite import RewriteRules, decide
+
+
+def review(containers: int) -> dict[str, Any]:
+    images = ["nginx:1.27", "bitnami/redis:7.2", "ghcr.io/org/app:1", "quay.io/prometheus/node-exporter:v1.8.2"]
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "bench",
+            "operation": "CREATE",
+            "object": {
+                "metadata": {"generateName": "bench-", "labels": {"app": "bench"}},
+                "spec": {
+                    "containers": [
+                        {"name": f"c{i}", "image": images[i % len(images)], "resources": {}} for i in range(containers)
+                    ]
+                },
+            },
+        },
+    }
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": round(ordered[-1] * 1000, 3)}
+
+
+def bench_decide(seconds: float = 1.0) -> dict[str, Any]:
+    rules = RewriteRules(registry=REGISTRY, upstreams={"quay.io": "quay"})
+    images = [f"team{i % 50}/app{i}:v{i % 7}" for i in range(2000)]  # mostly cache misses at first
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for image in images:
+            decide(image, rules)
+        count += len(images)
+    elapsed = time.perf_counter() - started
+    return {"decisions_per_second": round(count / elapsed)}
+
+
+def bench_handler(containers: int, rounds: int = 2000) -> dict[str, Any]:
+    handler = AdmissionHandler(PodPolicy(rules=RewriteRules(registry=REGISTRY)), WebhookMetrics())
+    body = json.dumps(review(containers)).encode()
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        handler.handle(body)
+        samples.append(time.perf_counter() - started)
+    return {"containers": containers, "body_bytes": len(body), "mean_us": round(statistics.fmean(samples) * 1e6, 1)}
+
+
+def bench_webhook(requests: int, concurrency: int) -> dict[str, Any]:
+    body = json.dumps(review(3)).encode()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        webhook_process(Path(folder), "--registry", REGISTRY, "--log-level", "warning") as webhook,
+    ):
+        latencies: list[float] = []
+        errors = 0
+        lock = threading.Lock()
+        per_client = requests // concurrency
+
+        def client() -> None:
+            nonlocal errors
+            with httpx.Client(base_url=webhook.url, verify=webhook.ssl_context(), timeout=10) as http:
+                http.get("/healthz")  # connect and handshake before timing, as the API server keeps connections
+                mine = []
+                for _ in range(per_client):
+                    started = time.perf_counter()
+                    answer = http.post("/mutate", content=body, headers={"Content-Type": "application/json"})
+                    mine.append(time.perf_counter() - started)
+                    if answer.status_code != 200:
+                        with lock:
+                            errors += 1
+                with lock:
+                    latencies.extend(mine)
+
+        threads = [threading.Thread(target=client) for _ in range(concurrency)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "concurrency": concurrency,
+        "errors": errors,
+        "requests_per_second": round(len(latencies) / elapsed),
+        **percentiles(latencies),
+    }
+
+
+def bench_controller() -> dict[str, Any]:
+    from tests.controlplane import build
+
+    missing = [name for name in ("etcd", "kube-apiserver", "helm") if not build.binary_path(name).is_file()]
+    if missing:
+        return {"skipped": f"control plane binaries missing ({', '.join(missing)}): run `make controlplane`"}
+    from kubernetes import client
+
+    from tests.e2e import test_controller as scenario
+    from tests.e2e.chart import apply, render
+    from tests.e2e.controllers import controller_process, token_kubeconfig
+    from tests.e2e.controlplane import ControlPlane
+    from tests.fake_ecr import fake_ecr
+    from tests.support import wait_for
+
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        ControlPlane(build.binary_path("etcd"), build.binary_path("kube-apiserver")) as plane,
+    ):
+        plane.create_namespace(scenario.RELEASE_NAMESPACE)
+        with plane.api_client() as api:
+            apply(api, render(build.binary_path("helm"), show_only=("templates/controller-rbac.yaml",)), "")
+            core = client.CoreV1Api(api)
+            token = plane.service_account_token(scenario.RELEASE_NAMESPACE, scenario.SERVICE_ACCOUNT)
+            kubeconfig = token_kubeconfig(plane, token, Path(folder) / "kubeconfig")
+            names = scenario.namespaces(plane, "bench", 200)
+            with fake_ecr() as ecr, controller_process(kubeconfig, ecr, Path(folder), "bench", *scenario.FAST):
+                started = time.monotonic()
+                wait_for(lambda: scenario.all_hold(core, names, ecr.password(1)), timeout=120, interval=0.2)
+                initial = time.monotonic() - started
+                delays = []
+                for _ in range(10):
+                    created = time.monotonic()  # from before the namespace exists
+                    [fresh] = scenario.namespaces(plane, "new", 1)
+                    wait_for(
+                        lambda name=fresh: scenario.password_in(scenario.secret(core, name)) is not None,  # type: ignore[misc]
+                        interval=0.02,
+                    )
+                    delays.append(time.monotonic() - created)
+    return {
+        "namespaces": 200,
+        "seconds_until_all_hold_a_secret": round(initial, 2),
+        "new_namespace_secret_delay": percentiles(delays),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-controller", action="store_true", help="skip the control-plane benchmark")
+    options = parser.parse_args()
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "decide": bench_decide(),
+        "handler": [bench_handler(3), bench_handler(50)],
+        "webhook_over_tls": bench_webhook(options.requests, options.concurrency),
+    }
+    if not options.no_controller:
+        results["controller"] = bench_controller()
+    text = json.dumps(results, indent=2)
+    print(text)
+    options.output.write_text(text + "\n")
+    print(f"written to {options.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
