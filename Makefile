@@ -24,6 +24,9 @@ lint: venv ## ruff, mypy (strict) and the import-layer contract
 	$(BIN)/ruff format --check webhook tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck -s sh docker/install.sh
+	$(BIN)/shellcheck .ci/run
 
 controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver and helm; a cold build takes ~30-40 min
 	$(PYTHON) tests/controlplane/build.py
