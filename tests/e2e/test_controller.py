@@ -396,3 +396,55 @@ def test_the_chart_role_allows_what_the_controller_needs_and_nothing_more(
         answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
     assert answer.status is not None
     assert answer.status.allowed is allowed
+
+
+def test_the_webhook_rewrites_docker_hub_only_once_the_controller_has_verified_it(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    """The whole chain: controller verifies -> ConfigMap -> mounted file -> webhook -> pods via the API server."""
+    from tests.e2e.fixtures_webhook import create_pod, images, pod, registered_webhook, unique
+
+    status_file = tmp_path / "status" / "status.json"
+    status_file.parent.mkdir()
+
+    def kubelet_sync() -> dict[str, Any] | None:
+        """What the kubelet does for the mounted ConfigMap: copy its data into the file."""
+        status = published(core)
+        if status is not None:
+            status_file.write_text(json.dumps(status))
+        return status
+
+    ecr.import_denied.add("docker-hub")  # the controller's role lacks ecr:BatchImportUpstreamImage
+    args = (*FAST, "--upstream-status-configmap", STATUS_CONFIGMAP, "--verify-seconds", "1")
+    with (
+        controller_process(kubeconfig, ecr, tmp_path, "a", *args),
+        registered_webhook(
+            control_plane, tmp_path, "--upstream-status-file", str(status_file), target=unique("verified")
+        ) as webhook,
+        control_plane.api_client() as api,
+    ):
+        wait_for(
+            lambda: (s := kubelet_sync()) and not s["upstreams"]["docker.io"]["verified"], what="docker.io unverified"
+        )
+        namespace = webhook.namespace("verified")
+
+        def stored_image(name: str) -> str:
+            created = create_pod(api, namespace, pod(name, {"web": "nginx:1.27"}), dry_run=True)
+            return images(created)["web"]
+
+        def unverified_reason() -> str | None:
+            name = unique("before")
+            assert stored_image(name) == "nginx:1.27", "an unverified upstream is never rewritten"
+            [entry] = webhook.admissions(namespace, name)
+            [item] = entry["unchanged"]
+            assert item["reason"] == "upstream-unverified"
+            return item["detail"] if "status file" not in item["detail"] else None  # the file is read once a second
+
+        assert "ecr:BatchImportUpstreamImage" in wait_for(unverified_reason, what="the webhook to read the status")
+
+        ecr.import_denied.clear()  # the role is fixed
+        wait_for(lambda: (s := kubelet_sync()) and s["upstreams"]["docker.io"]["verified"], what="docker.io verified")
+        wait_for(
+            lambda: stored_image(unique("after")) == f"{REGISTRY}/docker-hub/library/nginx:1.27",
+            what="rewriting after verification",
+        )
