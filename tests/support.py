@@ -41,6 +41,18 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 10.0, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last error: {last_error!r}")
 
 
+def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> int:
+    """Send `sig`, wait up to `timeout` seconds, then kill; the exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 @dataclass
 class WebhookProcess:
     process: subprocess.Popen[bytes]
@@ -57,14 +69,7 @@ class WebhookProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 def serving_pair(folder: Path, ca: certs.KeyPair | None = None) -> tuple[certs.KeyPair, Path, Path]:

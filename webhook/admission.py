@@ -93,6 +93,22 @@ def parse_review(body: bytes) -> AdmissionRequest:
         ) from None
 
 
+def pod_review(pod: dict[str, Any], *, namespace: str, uid: str, operation: str = "CREATE") -> dict[str, Any]:
+    """An AdmissionReview request for `pod`, as the API server sends it (for the demo and the benchmarks)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": operation,
+            "object": pod,
+        },
+    }
+
+
 def review(response: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import jsonpatch
 
-from webhook import certs
+from webhook import admission, certs
 from webhook.upstream_status import StatusDocument, UpstreamStatus
 
 EXAMPLE_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -95,19 +95,7 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
             context = ssl.create_default_context(cadata=ca.cert_pem.decode())
             base = f"https://127.0.0.1:{port}"
             _wait_ready(f"{base}/healthz", context, process, time.monotonic() + 30)
-            review = {
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "request": {
-                    "uid": str(uuid.uuid4()),
-                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "resource": {"group": "", "version": "v1", "resource": "pods"},
-                    "namespace": "default",
-                    "operation": "CREATE",
-                    "userInfo": {"username": "demo"},
-                    "object": SAMPLE_POD,
-                },
-            }
+            review = admission.pod_review(SAMPLE_POD, namespace="default", uid=str(uuid.uuid4()))
             request = urllib.request.Request(  # noqa: S310 (https to 127.0.0.1)
                 f"{base}/mutate", data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
             )

@@ -27,6 +27,7 @@ import httpx
 
 from tests.strategies import REGISTRY
 from tests.support import webhook_process
+from webhook import admission
 from webhook.handler import AdmissionHandler
 from webhook.metrics import WebhookMetrics
 from webhook.mutate import PodPolicy
@@ -35,25 +36,15 @@ from webhook.rewrite import RewriteRules, decide
 
 def review(containers: int) -> dict[str, Any]:
     images = ["nginx:1.27", "bitnami/redis:7.2", "ghcr.io/org/app:1", "quay.io/prometheus/node-exporter:v1.8.2"]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "bench",
-            "operation": "CREATE",
-            "object": {
-                "metadata": {"generateName": "bench-", "labels": {"app": "bench"}},
-                "spec": {
-                    "containers": [
-                        {"name": f"c{i}", "image": images[i % len(images)], "resources": {}} for i in range(containers)
-                    ]
-                },
-            },
+    pod = {
+        "metadata": {"generateName": "bench-", "labels": {"app": "bench"}},
+        "spec": {
+            "containers": [
+                {"name": f"c{i}", "image": images[i % len(images)], "resources": {}} for i in range(containers)
+            ]
         },
     }
+    return admission.pod_review(pod, namespace="bench", uid=str(uuid.uuid4()))
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.controlplane import ControlPlane
 from tests.fake_ecr import FakeEcr
-from tests.support import free_port, wait_for
+from tests.support import free_port, stop_process, wait_for
 
 
 def token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
@@ -65,14 +65,7 @@ class ControllerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig)
 
 
 @contextmanager

@@ -1,24 +1,15 @@
 """ECR tokens through boto3 at the HTTP boundary: our fake endpoint, moto's server, and botocore's Stubber."""
 
 import datetime
-from collections.abc import Iterator
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 
-from tests.fake_ecr import FakeEcr, fake_ecr
+from tests.fake_ecr import FakeEcr
 from webhook.ecr import AwsError, TokenSource, ecr_client
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEcr]:
-    with fake_ecr() as endpoint:
-        for name, value in endpoint.environment().items():
-            monkeypatch.setenv(name, value)
-        yield endpoint
 
 
 def source(attempts: int = 1) -> TokenSource:

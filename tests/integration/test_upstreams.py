@@ -1,22 +1,10 @@
 """Verifying upstreams against the fake ECR endpoint (its API and its registry), through boto3 and HTTP."""
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.fake_ecr import FakeEcr, fake_ecr
+from tests.fake_ecr import FakeEcr
 from webhook.ecr import TokenSource, ecr_client
 from webhook.token import Token
 from webhook.upstream_status import StatusDocument
 from webhook.upstreams import Verifier, configured_upstreams
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEcr]:
-    with fake_ecr() as endpoint:
-        for name, value in endpoint.environment().items():
-            monkeypatch.setenv(name, value)
-        yield endpoint
 
 
 def verify(
