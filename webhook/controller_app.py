@@ -107,8 +107,8 @@ def run(settings: ControllerSettings) -> int:
             configmap=settings.upstream_status_configmap,
             interval=settings.verify_seconds,
             registry=metrics.registry,
+            due=verify_now,
         )
-        monitor.due = verify_now
         readiness.append(monitor.not_ready_reason)
         threading.Thread(
             target=monitor.run, args=(elector.is_leader.is_set, controller.stop), name="upstreams", daemon=True

@@ -37,11 +37,12 @@ class UpstreamMonitor:
         configmap: str,
         interval: float,
         registry: CollectorRegistry,
+        due: threading.Event | None = None,
     ) -> None:
         # Any: plain dicts in and out, the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.verifier, self.namespace, self.configmap, self.interval = verifier, namespace, configmap, interval
-        self.due = threading.Event()
+        self.due = due or threading.Event()  # set it to verify now
         self.last: StatusDocument | None = None
         self.verified = Gauge(
             "ecr_pullthrough_upstream_verified",
