@@ -172,8 +172,7 @@ class Controller:
             self._namespaces = {}
             for item in items:
                 self._remember_namespace(item)
-            gone = set(self._in_sync) - set(self._namespaces)
-            self._in_sync -= gone
+            self._in_sync &= set(self._namespaces)
             names = list(self._namespaces)
         for name in names:
             self.queue.add(name, NORMAL)
