@@ -119,13 +119,11 @@ def test_every_namespace_gets_a_correct_secret_and_a_new_one_within_a_second_or_
     core: client.CoreV1Api,
     ecr: FakeEcr,
     tmp_path: Path,
-    record_property: Any,
 ) -> None:
     names = namespaces(control_plane, "bulk", 200)
     with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST) as running:
-        started = time.monotonic()
+        # Timings are `make bench`'s job; here only generous deadlines.
         wait_for(lambda: all_hold(core, names, ecr.password(1)), timeout=90, interval=0.5, what="200 secrets")
-        record_property("seconds_to_sync_200_namespaces", round(time.monotonic() - started, 2))
 
         found = secret(core, names[0])
         assert found is not None
@@ -136,11 +134,9 @@ def test_every_namespace_gets_a_correct_secret_and_a_new_one_within_a_second_or_
         assert base64.b64decode(auth["auth"]).decode() == f"AWS:{ecr.password(1)}"
 
         [fresh] = namespaces(control_plane, "fresh", 1)
-        created = time.monotonic()
         wait_for(
             lambda: password_in(secret(core, fresh)) == ecr.password(1), timeout=10, what="a new namespace's secret"
         )
-        record_property("seconds_until_a_new_namespace_has_its_secret", round(time.monotonic() - created, 2))
         assert running.get("/readyz")[0] == 200
         assert running.metric("ecr_pullthrough_namespaces_in_sync") >= 201
         no_token_logged(running, ecr)
