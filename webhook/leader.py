@@ -127,28 +127,31 @@ class LeaseElector:
                 "leaseTransitions": 0,
             },
         }
-        try:
-            self._api.create_namespaced_lease(self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
-            return True
-        except ApiException as error:
-            if error.status != 409:
-                log.warning("lease create failed", extra={"fields": {"error": f"{error.status} {error.reason}"}})
-            return False
-        except (HTTPError, OSError) as error:
-            log.warning("lease create failed", extra={"fields": {"error": str(error)}})
-            return False
+        return self._attempt(
+            "create", lambda: self._api.create_namespaced_lease(self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
+        )
 
     def _write(self, lease: dict[str, Any]) -> bool:
+        # resourceVersion in the body makes this a compare-and-swap.
+        return self._attempt(
+            "update",
+            lambda: self._api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    @staticmethod
+    def _attempt(what: str, write: Callable[[], object]) -> bool:
+        """One lease write; a conflict (409) is a lost race between candidates, not news."""
         try:
-            # resourceVersion in the body makes this a compare-and-swap.
-            self._api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
+            write()
             return True
         except ApiException as error:
             if error.status != 409:
-                log.warning("lease update failed", extra={"fields": {"error": f"{error.status} {error.reason}"}})
+                log.warning(f"lease {what} failed", extra={"fields": {"error": f"{error.status} {error.reason}"}})
             return False
         except (HTTPError, OSError) as error:
-            log.warning("lease update failed", extra={"fields": {"error": str(error)}})
+            log.warning(f"lease {what} failed", extra={"fields": {"error": str(error)}})
             return False
 
     def release(self) -> None:
