@@ -87,10 +87,12 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
         status.write_text(StatusDocument(now, verified).to_json())
         command = [sys.executable, "-m", "webhook", "webhook", "--tls-cert", str(cert), "--tls-key", str(key)]
         command += ["--upstream-status-file", str(status)]
-        command += ["--port", str(port), "--log-level", "warning", *settings_args]
+        command += ["--port", str(port), *settings_args]
         print(f"upstreams verified (as the controller would publish them): {', '.join(VERIFIED_UPSTREAMS)}")
         print(f"starting: ecr-pullthrough webhook --port {port} {' '.join(settings_args)}")
-        process = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
+        log_path = Path(folder, "webhook.log")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stderr=log)  # noqa: S603 (our own interpreter and module)
         try:
             context = ssl.create_default_context(cadata=ca.cert_pem.decode())
             base = f"https://127.0.0.1:{port}"
@@ -104,15 +106,32 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
         finally:
             process.terminate()
             process.wait(timeout=10)
+        reasons = _reasons(log_path.read_text(errors="replace"), response["uid"])
     patch = json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
     after = jsonpatch.apply_patch(SAMPLE_POD, patch)
     print(f"\nAdmissionReview {response['uid']}: allowed={response['allowed']}, {len(patch)} patch operations\n")
     for field in ("initContainers", "containers"):
         for before, now in zip(SAMPLE_POD["spec"][field], after["spec"][field], strict=True):
             mark = "->" if before["image"] != now["image"] else "=="
-            print(f"  {before['name']:<8} {before['image']}\n           {mark} {now['image']}")
+            why = f"   ({reasons[before['name']]})" if before["name"] in reasons else ""
+            print(f"  {before['name']:<8} {before['image']}\n           {mark} {now['image']}{why}")
     print(f"\nimagePullSecrets: {after['spec'].get('imagePullSecrets')}")
     for key, value in (after["metadata"].get("annotations") or {}).items():
         print(f"annotation {key}: {value}")
-    print("\nWhy each image got its result: ecr-pullthrough rewrite IMAGE... (same settings)")
+    print("\nThe same decision for any image: ecr-pullthrough rewrite --registry ... IMAGE...")
     return 0
+
+
+def _reasons(log: str, uid: str) -> dict[str, str]:
+    """Container name -> why its image was left alone, from the webhook's own log line for this review."""
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("event") == "admission" and entry.get("uid") == uid:
+            return {
+                item["container"]: item["reason"] + (f": {item['detail']}" if item.get("detail") else "")
+                for item in entry.get("unchanged", [])
+            }
+    return {}
