@@ -188,3 +188,30 @@ def test_install_certificates_upgrade_rules_and_uninstall(
         )
         remaining = client.AdmissionregistrationV1Api(api).list_mutating_webhook_configuration().items
         assert FULLNAME not in {c.metadata.name for c in remaining}
+
+
+@pytest.mark.parametrize("values", VALUES, ids=[v.name for v in VALUES])
+def test_the_program_accepts_the_settings_the_chart_renders(
+    helm: Path, values: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared ConfigMap as environment, each Deployment's args as flags: both processes start with them."""
+    from webhook.settings import ControllerSettings, WebhookSettings
+
+    objects = render(helm, values=(values,))
+    [settings] = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    for name, value in settings["data"].items():
+        monkeypatch.setenv(name, value)
+    tls = {
+        "/etc/ecr-pullthrough/tls/tls.crt": tmp_path / "tls.crt",
+        "/etc/ecr-pullthrough/tls/tls.key": tmp_path / "tls.key",
+    }
+    for path in tls.values():
+        path.write_text("placeholder")
+    models = {"webhook": WebhookSettings, "controller": ControllerSettings}
+    for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
+        command, *args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        for mounted, local in tls.items():
+            args = [arg.replace(mounted, str(local)) for arg in args]
+        parsed = models[command](_cli_parse_args=args)  # type: ignore[call-arg]
+        assert parsed.secret_name == "ecr-pullthrough"
+        assert parsed.registry_host.endswith(".amazonaws.com")
