@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
@@ -81,7 +82,7 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
         return True
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 (InvalidSignature and friends: not ours)
+    except (InvalidSignature, ValueError, TypeError):  # bad signature, another issuer, another key type
         return False
 
 
