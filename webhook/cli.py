@@ -44,14 +44,14 @@ def _load(model: type[S], command: str, args: Sequence[str]) -> S:
 
 
 def run_webhook(args: Sequence[str]) -> int:
-    from webhook.server import serve
+    from webhook.admission.server import serve
 
     serve(_load(WebhookSettings, "webhook", args))
     return 0
 
 
 def run_rewrite(args: Sequence[str]) -> int:
-    from webhook.rewrite import Reason, decide
+    from webhook.core.rewrite import Reason, decide
 
     settings = _load(RewriteCommandSettings, "rewrite", args)
     rules = settings.rewrite_rules()
@@ -65,13 +65,13 @@ def run_rewrite(args: Sequence[str]) -> int:
 
 
 def run_controller(args: Sequence[str]) -> int:
-    from webhook.controller_app import run
+    from webhook.controller.app import run
 
     return run(_load(ControllerSettings, "controller", args))
 
 
 def run_demo(args: Sequence[str]) -> int:
-    from webhook.demo import run
+    from webhook.admission.demo import run
 
     return run(args)
 

@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliPositionalArg, NoDecode, SettingsConfigDict
 
-from webhook.images import DOCKER_HUB_ALIASES
-from webhook.rewrite import ECR_HOST, DigestPolicy, RewriteRules
-from webhook.selectors import parse_selector
+from webhook.core.images import DOCKER_HUB_ALIASES
+from webhook.core.rewrite import ECR_HOST, DigestPolicy, RewriteRules
+from webhook.core.selectors import parse_selector
 
 ENV_PREFIX = "ECR_PULLTHROUGH_"
 # ecrRepositoryPrefix of CreatePullThroughCacheRule (botocore's ECR service model): 2-30 characters.

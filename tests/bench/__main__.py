@@ -27,14 +27,14 @@ import httpx
 
 from tests.strategies import REGISTRY
 from tests.support import webhook_process
-from webhook import admission
-from webhook.handler import AdmissionHandler
-from webhook.metrics import WebhookMetrics
-from webhook.mutate import PodPolicy
-from webhook.rewrite import RewriteRules, decide
+from webhook.admission import review
+from webhook.admission.handler import AdmissionHandler
+from webhook.admission.metrics import WebhookMetrics
+from webhook.core.mutate import PodPolicy
+from webhook.core.rewrite import RewriteRules, decide
 
 
-def review(containers: int) -> dict[str, Any]:
+def pod_review(containers: int) -> dict[str, Any]:
     images = ["nginx:1.27", "bitnami/redis:7.2", "ghcr.io/org/app:1", "quay.io/prometheus/node-exporter:v1.8.2"]
     pod = {
         "metadata": {"generateName": "bench-", "labels": {"app": "bench"}},
@@ -44,7 +44,7 @@ def review(containers: int) -> dict[str, Any]:
             ]
         },
     }
-    return admission.pod_review(pod, namespace="bench", uid=str(uuid.uuid4()))
+    return review.pod_review(pod, namespace="bench", uid=str(uuid.uuid4()))
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -70,7 +70,7 @@ def bench_decide(seconds: float = 1.0) -> dict[str, Any]:
 
 def bench_handler(containers: int, rounds: int = 2000) -> dict[str, Any]:
     handler = AdmissionHandler(PodPolicy(rules=RewriteRules(registry=REGISTRY)), WebhookMetrics())
-    body = json.dumps(review(containers)).encode()
+    body = json.dumps(pod_review(containers)).encode()
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -80,7 +80,7 @@ def bench_handler(containers: int, rounds: int = 2000) -> dict[str, Any]:
 
 
 def bench_webhook(requests: int, concurrency: int) -> dict[str, Any]:
-    body = json.dumps(review(3)).encode()
+    body = json.dumps(pod_review(3)).encode()
     with (
         tempfile.TemporaryDirectory() as folder,
         webhook_process(Path(folder), "--registry", REGISTRY, "--log-level", "warning") as webhook,

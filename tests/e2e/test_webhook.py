@@ -43,8 +43,8 @@ from tests.e2e.fixtures_webhook import (
 )
 from tests.e2e.webhookconfig import OPT_OUT_LABEL, mutating_webhook_configuration
 from tests.strategies import REGISTRY, image_references
-from webhook.mutate import AUDIT_ANNOTATION, ORIGINAL_IMAGES_ANNOTATION, PodPolicy, mutate_pod
-from webhook.rewrite import RewriteRules
+from webhook.core.mutate import AUDIT_ANNOTATION, ORIGINAL_IMAGES_ANNOTATION, PodPolicy, mutate_pod
+from webhook.core.rewrite import RewriteRules
 
 __all__ = ["auditing", "enforcing"]  # fixtures, used by name
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from webhook.demo import EXAMPLE_REGISTRY
+from webhook.admission.demo import EXAMPLE_REGISTRY
 
 
 def test_the_demo_shows_each_image_before_and_after_with_its_reason() -> None:

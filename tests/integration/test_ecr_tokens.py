@@ -7,7 +7,7 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.fake_ecr import FakeEcr
-from webhook.ecr import AwsError, TokenSource, ecr_client
+from webhook.controller.ecr import AwsError, TokenSource, ecr_client
 
 REGION = "us-east-1"
 

@@ -1,10 +1,10 @@
 """Verifying upstreams against the fake ECR endpoint (its API and its registry), through boto3 and HTTP."""
 
 from tests.fake_ecr import FakeEcr
-from webhook.ecr import TokenSource, ecr_client
-from webhook.token import Token
-from webhook.upstream_status import StatusDocument
-from webhook.upstreams import Verifier, configured_upstreams
+from webhook.controller.ecr import TokenSource, ecr_client
+from webhook.controller.upstreams import Verifier, configured_upstreams
+from webhook.core.token import Token
+from webhook.core.upstream_status import StatusDocument
 
 
 def verify(

@@ -26,8 +26,9 @@ from typing import Any
 
 import jsonpatch
 
-from webhook import admission, certs
-from webhook.upstream_status import StatusDocument, UpstreamStatus
+from webhook import certs
+from webhook.admission import review
+from webhook.core.upstream_status import StatusDocument, UpstreamStatus
 
 EXAMPLE_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 VERIFIED_UPSTREAMS = {"docker.io": "docker-hub", "quay.io": "quay"}
@@ -97,9 +98,9 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
             context = ssl.create_default_context(cadata=ca.cert_pem.decode())
             base = f"https://127.0.0.1:{port}"
             _wait_ready(f"{base}/healthz", context, process, time.monotonic() + 30)
-            review = admission.pod_review(SAMPLE_POD, namespace="default", uid=str(uuid.uuid4()))
+            pod_review = review.pod_review(SAMPLE_POD, namespace="default", uid=str(uuid.uuid4()))
             request = urllib.request.Request(  # noqa: S310 (https to 127.0.0.1)
-                f"{base}/mutate", data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
+                f"{base}/mutate", data=json.dumps(pod_review).encode(), headers={"Content-Type": "application/json"}
             )
             with urllib.request.urlopen(request, context=context, timeout=5) as answer:  # noqa: S310
                 response = json.load(answer)["response"]

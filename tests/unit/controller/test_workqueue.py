@@ -1,6 +1,6 @@
 import threading
 
-from webhook.workqueue import NORMAL, URGENT, WorkQueue
+from webhook.controller.workqueue import NORMAL, URGENT, WorkQueue
 
 
 def drain(queue: WorkQueue) -> list[str]:

@@ -3,7 +3,7 @@ import datetime
 from cryptography import x509
 
 from webhook import certs
-from webhook.webhookcerts import Material, ca_bundle, plan
+from webhook.controller.webhookcerts import Material, ca_bundle, plan
 
 NAMES = ("hook.ns.svc", "hook.ns.svc.cluster.local", "hook.ns")
 NOW = datetime.datetime.now(datetime.UTC)

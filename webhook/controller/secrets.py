@@ -20,46 +20,18 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from urllib3.exceptions import HTTPError
 
-from webhook import pullsecret
-from webhook.ecr import AwsError, TokenSource
-from webhook.kube import REQUEST_TIMEOUT, Backoff, ListWatch, RateLimiter, body, record_event
-from webhook.selectors import Selector
-from webhook.token import Token
-from webhook.workqueue import NORMAL, URGENT, WorkQueue
+from webhook.controller.ecr import AwsError, TokenSource
+from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, ListWatch, RateLimiter, body, record_event
+from webhook.controller.metrics import ControllerMetrics
+from webhook.controller.workqueue import NORMAL, URGENT, WorkQueue
+from webhook.core import pullsecret
+from webhook.core.selectors import Selector
+from webhook.core.token import Token
 
 log = logging.getLogger("ecr_pullthrough.controller")
 COMPONENT = "ecr-pullthrough-controller"
-
-
-class ControllerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.token_expiry = Gauge(
-            "ecr_pullthrough_token_expiry_timestamp_seconds", "Expiry of the current ECR token.", registry=r
-        )
-        self.last_refresh = Gauge(
-            "ecr_pullthrough_token_last_refresh_timestamp_seconds", "Last successful token fetch.", registry=r
-        )
-        self.namespaces = Gauge("ecr_pullthrough_namespaces", "Namespaces that should hold the secret.", registry=r)
-        self.in_sync = Gauge(
-            "ecr_pullthrough_namespaces_in_sync", "Namespaces whose secret holds the current token.", registry=r
-        )
-        self.writes = Counter(
-            "ecr_pullthrough_secret_writes",
-            "Secret writes by result: created, updated, conflict, error, foreign (not ours, left alone).",
-            ["result"],
-            registry=r,
-        )
-        self.aws_errors = Counter(
-            "ecr_pullthrough_aws_errors", "Failed ECR calls by error code.", ["operation", "code"], registry=r
-        )
-        self.leader = Gauge("ecr_pullthrough_leader", "1 while this replica leads, else 0.", registry=r)
-        self.resyncs = Counter("ecr_pullthrough_resyncs", "Periodic full resyncs started.", registry=r)
-        self.queue_depth = Gauge("ecr_pullthrough_queue_depth", "Namespaces waiting to be reconciled.", registry=r)
 
 
 @dataclass(frozen=True, slots=True)

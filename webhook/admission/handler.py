@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import admission
-from webhook.metrics import WebhookMetrics
-from webhook.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
-from webhook.upstream_status import Verification
+from webhook.admission import review
+from webhook.admission.metrics import WebhookMetrics
+from webhook.core.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
+from webhook.core.upstream_status import Verification
 
 log = logging.getLogger("ecr_pullthrough.webhook")
 
@@ -43,8 +43,8 @@ class AdmissionHandler:
     def handle(self, body: bytes) -> Answer:
         started = time.perf_counter()
         try:
-            request = admission.parse_review(body)
-        except admission.BadReviewError as error:
+            request = review.parse_review(body)
+        except review.BadReviewError as error:
             self.metrics.admissions.labels("bad_request").inc()
             log.warning("bad admission request", extra={"fields": {"uid": error.uid, "reason": error.reason}})
             return Answer(400, {"uid": error.uid, "error": error.reason})
@@ -53,11 +53,11 @@ class AdmissionHandler:
         except Exception:
             self.metrics.admissions.labels("error").inc()
             log.exception("admission failed; allowed unchanged", extra={"fields": _request_fields(request)})
-            answer = admission.allowed(request.uid)
+            answer = review.allowed(request.uid)
         self.metrics.duration.observe(time.perf_counter() - started)
         return Answer(200, answer)
 
-    def _review(self, request: admission.AdmissionRequest) -> dict[str, Any]:
+    def _review(self, request: review.AdmissionRequest) -> dict[str, Any]:
         fields = _request_fields(request)
         expected = request.is_pod and (
             (request.operation == "CREATE" and request.sub_resource == "")
@@ -76,7 +76,7 @@ class AdmissionHandler:
                     }
                 },
             )
-            return admission.allowed(request.uid)
+            return review.allowed(request.uid)
 
         mutation = mutate_pod(
             request.object,
@@ -91,7 +91,7 @@ class AdmissionHandler:
         for item in mutation.containers:
             self.metrics.images.labels(item.decision.reason.value, mutation.mode).inc()
         log.info("admission", extra={"fields": {**fields, "outcome": outcome, **describe(mutation)}})
-        return admission.patched(request.uid, mutation.patch)
+        return review.patched(request.uid, mutation.patch)
 
 
 def describe(mutation: Mutation) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def describe(mutation: Mutation) -> dict[str, Any]:
     }
 
 
-def _request_fields(request: admission.AdmissionRequest) -> dict[str, Any]:
+def _request_fields(request: review.AdmissionRequest) -> dict[str, Any]:
     metadata = (request.object or {}).get("metadata") or {}
     return {
         "uid": request.uid,

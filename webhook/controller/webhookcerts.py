@@ -27,7 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webhook import certs
-from webhook.kube import REQUEST_TIMEOUT, body
+from webhook.controller.kube import REQUEST_TIMEOUT, body
 
 log = logging.getLogger("ecr_pullthrough.certificates")
 

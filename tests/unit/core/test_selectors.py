@@ -1,6 +1,6 @@
 import pytest
 
-from webhook.selectors import parse_selector
+from webhook.core.selectors import parse_selector
 
 
 @pytest.mark.parametrize(

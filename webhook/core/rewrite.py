@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from webhook import images
-from webhook.upstream_status import Verification
+from webhook.core import images
+from webhook.core.upstream_status import Verification
 
 DigestPolicy = Literal["skip", "rewrite"]
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.ecr import AwsError, classify
-from webhook.images import DOCKER_HUB, DOCKER_HUB_ALIASES
-from webhook.token import Token
-from webhook.upstream_status import StatusDocument, UpstreamStatus
+from webhook.controller.ecr import AwsError, classify
+from webhook.core.images import DOCKER_HUB, DOCKER_HUB_ALIASES
+from webhook.core.token import Token
+from webhook.core.upstream_status import StatusDocument, UpstreamStatus
 
 # Small, public, long-lived images per upstream; the probe pulls only a manifest.
 DEFAULT_PROBES: dict[str, str] = {

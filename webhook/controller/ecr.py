@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.token import Token
+from webhook.core.token import Token
 
 # AWS error codes we name in metrics; any other is counted as "other" (bounded labels).
 KNOWN_ERROR_CODES = frozenset(

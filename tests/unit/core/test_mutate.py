@@ -7,14 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import REGISTRY, pods
-from webhook.mutate import (
+from webhook.core.mutate import (
     AUDIT_ANNOTATION,
     ORIGINAL_IMAGES_ANNOTATION,
     PodPolicy,
     escape_pointer,
     mutate_pod,
 )
-from webhook.rewrite import Reason, RewriteRules
+from webhook.core.rewrite import Reason, RewriteRules
 
 POLICY = PodPolicy(rules=RewriteRules(registry=REGISTRY))
 AUDIT = PodPolicy(rules=RewriteRules(registry=REGISTRY), mode="audit")

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from webhook import admission
+from webhook.admission import review
 
 
-def review(**request: object) -> bytes:
+def review_body(**request: object) -> bytes:
     body = {
         "uid": "u-1",
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -19,7 +19,7 @@ def review(**request: object) -> bytes:
 
 
 def test_a_review_is_parsed() -> None:
-    request = admission.parse_review(review(subResource="ephemeralcontainers", operation="UPDATE", dryRun=True))
+    request = review.parse_review(review_body(subResource="ephemeralcontainers", operation="UPDATE", dryRun=True))
     assert (request.uid, request.sub_resource, request.operation, request.dry_run) == (
         "u-1",
         "ephemeralcontainers",
@@ -41,19 +41,19 @@ def test_a_review_is_parsed() -> None:
             "x",
         ),
         (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "request", ""),
-        (review(uid=""), "request.uid", ""),
-        (review(operation="PATCH"), "request.operation", "u-1"),
+        (review_body(uid=""), "request.uid", ""),
+        (review_body(operation="PATCH"), "request.operation", "u-1"),
     ],
 )
 def test_bad_reviews_are_rejected_with_a_reason_and_the_uid(body: bytes, reason: str, uid: str) -> None:
-    with pytest.raises(admission.BadReviewError) as error:
-        admission.parse_review(body)
+    with pytest.raises(review.BadReviewError) as error:
+        review.parse_review(body)
     assert reason in error.value.reason
     assert error.value.uid == uid
 
 
 def test_allowed_has_no_patch() -> None:
-    answer = admission.patched("u", [])
+    answer = review.patched("u", [])
     assert answer == {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -63,6 +63,6 @@ def test_allowed_has_no_patch() -> None:
 
 def test_patched_carries_a_base64_json_patch() -> None:
     patch = [{"op": "add", "path": "/a", "value": 1}]
-    response = admission.patched("u", patch)["response"]
+    response = review.patched("u", patch)["response"]
     assert response["patchType"] == "JSONPatch"
     assert json.loads(base64.b64decode(response["patch"])) == patch

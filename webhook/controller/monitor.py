@@ -19,10 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Gauge
 from urllib3.exceptions import HTTPError
 
-from webhook.controller import COMPONENT
-from webhook.kube import REQUEST_TIMEOUT, Backoff, body, record_event
-from webhook.upstream_status import DOCUMENT_KEY, StatusDocument
-from webhook.upstreams import Verifier
+from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, body, record_event
+from webhook.controller.secrets import COMPONENT
+from webhook.controller.upstreams import Verifier
+from webhook.core.upstream_status import DOCUMENT_KEY, StatusDocument
 
 log = logging.getLogger("ecr_pullthrough.upstreams")
 

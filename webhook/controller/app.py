@@ -13,16 +13,17 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from webhook import logs
-from webhook.controller import Controller, ControllerMetrics, SecretTarget
-from webhook.ecr import TokenSource, ecr_client
-from webhook.health import serve_health
-from webhook.kube import Backoff, RateLimiter, api_client
-from webhook.leader import LeaseElector
-from webhook.selectors import parse_selector
+from webhook.controller.ecr import TokenSource, ecr_client
+from webhook.controller.health import serve_health
+from webhook.controller.kube import Backoff, RateLimiter, api_client
+from webhook.controller.leader import LeaseElector
+from webhook.controller.metrics import ControllerMetrics
+from webhook.controller.monitor import UpstreamMonitor
+from webhook.controller.secrets import Controller, SecretTarget
+from webhook.controller.upstreams import Verifier, configured_upstreams
+from webhook.controller.webhookcerts import WebhookCertificates
+from webhook.core.selectors import parse_selector
 from webhook.settings import ControllerSettings
-from webhook.upstream_monitor import UpstreamMonitor
-from webhook.upstreams import Verifier, configured_upstreams
-from webhook.webhookcerts import WebhookCertificates
 
 log = logging.getLogger("ecr_pullthrough.controller")
 

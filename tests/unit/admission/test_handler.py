@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 
 from tests.strategies import REGISTRY
-from webhook.handler import AdmissionHandler
-from webhook.metrics import WebhookMetrics
-from webhook.mutate import PodPolicy
-from webhook.rewrite import RewriteRules
+from webhook.admission.handler import AdmissionHandler
+from webhook.admission.metrics import WebhookMetrics
+from webhook.core.mutate import PodPolicy
+from webhook.core.rewrite import RewriteRules
 
 
 @pytest.fixture

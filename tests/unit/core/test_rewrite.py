@@ -3,8 +3,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.strategies import OTHER_HOSTS, REGISTRY, any_images, image_references, paths, tags
-from webhook import images
-from webhook.rewrite import Reason, RewriteRules, decide
+from webhook.core import images
+from webhook.core.rewrite import Reason, RewriteRules, decide
 
 RULES = RewriteRules(registry=REGISTRY, upstreams={"quay.io": "quay", "ghcr.io": "github"})
 DIGEST = "sha256:" + "a" * 64

@@ -2,8 +2,8 @@ import base64
 import datetime
 import json
 
-from webhook import pullsecret
-from webhook.token import Token
+from webhook.core import pullsecret
+from webhook.core.token import Token
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 TOKEN = Token("AWS", "s3cr3t", NOW + datetime.timedelta(hours=12), NOW)

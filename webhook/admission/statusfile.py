@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from webhook.upstream_status import StatusDocument, Verification, verification
+from webhook.core.upstream_status import StatusDocument, Verification, verification
 
 log = logging.getLogger("ecr_pullthrough.webhook")
 

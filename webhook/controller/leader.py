@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from webhook.kube import REQUEST_TIMEOUT, body
+from webhook.controller.kube import REQUEST_TIMEOUT, body
 
 log = logging.getLogger("ecr_pullthrough.leader")
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from webhook.rewrite import Decision, Reason, RewriteRules, decide
-from webhook.upstream_status import Verification
+from webhook.core.rewrite import Decision, Reason, RewriteRules, decide
+from webhook.core.upstream_status import Verification
 
 Mode = Literal["enforce", "audit"]
 ContainerField = Literal["initContainers", "containers", "ephemeralContainers"]

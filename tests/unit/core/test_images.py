@@ -6,7 +6,7 @@ regexp_test.go); each row is what `ParseNormalizedNamed` returns, or that it fai
 
 import pytest
 
-from webhook import images
+from webhook.core import images
 
 HEX64 = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
 SHA256 = f"sha256:{HEX64}"

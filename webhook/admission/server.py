@@ -17,12 +17,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook import logs
-from webhook.handler import AdmissionHandler
-from webhook.metrics import WebhookMetrics
-from webhook.mutate import PodPolicy
+from webhook.admission.handler import AdmissionHandler
+from webhook.admission.metrics import WebhookMetrics
+from webhook.admission.statusfile import StatusFile
+from webhook.admission.tls import ReloadingContext
+from webhook.core.mutate import PodPolicy
 from webhook.settings import WebhookSettings
-from webhook.statusfile import StatusFile
-from webhook.tls import ReloadingContext
 
 log = logging.getLogger("ecr_pullthrough.webhook")
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from tests.strategies import REGISTRY
-from webhook.rewrite import Reason, RewriteRules, decide
-from webhook.statusfile import StatusFile
-from webhook.upstream_status import StatusDocument, UpstreamStatus, Verification, verification
+from webhook.admission.statusfile import StatusFile
+from webhook.core.rewrite import Reason, RewriteRules, decide
+from webhook.core.upstream_status import StatusDocument, UpstreamStatus, Verification, verification
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
@@ -56,9 +56,9 @@ def test_unknown_status_means_no_rewriting(given: Verification, reason: str) -> 
 
 
 def test_the_status_file_is_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import webhook.statusfile
+    import webhook.admission.statusfile
 
-    monkeypatch.setattr(webhook.statusfile, "CHECK_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr(webhook.admission.statusfile, "CHECK_INTERVAL_SECONDS", 0)
     path = tmp_path / "status.json"
     status = StatusFile(path, datetime.timedelta(hours=1))
     assert "no upstream status file" in status.current().unknown
