@@ -28,7 +28,7 @@ lint: venv ## ruff, mypy (strict), the import-layer contract, hadolint, shellche
 	$(BIN)/shellcheck -s sh docker/install.sh
 	$(BIN)/shellcheck .ci/run
 
-controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver and helm; ~11 min cold on 2 cores
+controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver, helm and the reference oracle; ~11 min cold on 2 cores
 	$(PYTHON) tests/controlplane/build.py
 
 test: lint controlplane ## Run every test: lint, unit, property and end-to-end (what CI runs)

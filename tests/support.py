@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
+from tests.controlplane import build
 from webhook import certs
 
 T = TypeVar("T")
@@ -51,6 +54,18 @@ def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals = signal.
             process.kill()
             process.wait()
     return process.returncode
+
+
+def require_binary(name: str) -> Path:
+    """The built binary for `name`; the suite never builds (`make test` does that first)."""
+    path = build.binary_path(name)
+    if path.is_file():
+        return path
+    message = f"{name} not found at {path}: run `make controlplane` to build it"
+    # On CI a missing binary is a broken pipeline, never a silently skipped suite.
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 @dataclass

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, CliPositionalArg, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from webhook.core.images import DOCKER_HUB_ALIASES
+from webhook.core.images import DOCKER_HUB, DOCKER_HUB_ALIASES
 from webhook.core.rewrite import ECR_HOST, DigestPolicy, RewriteRules
 from webhook.core.selectors import parse_selector
 
@@ -121,6 +121,21 @@ class CommonSettings(BaseSettings):
                 raise ValueError(f"prefix {prefix!r} of {host}: an ECR repository prefix is 2-30 lowercase characters")
         return upstreams
 
+    @field_validator("exclude_images")
+    @classmethod
+    def _check_exclude_images(cls, value: list[str]) -> list[str]:
+        # Globs match the normalised name, where every Docker Hub host is `docker.io`: a glob written
+        # against another Hub host name would silently match nothing (or change meaning), so refuse it.
+        for glob in value:
+            host, _, path = glob.partition("/")
+            if host.lower() in DOCKER_HUB_ALIASES and host != DOCKER_HUB:
+                official = "" if "/" in path else "library/"
+                raise ValueError(
+                    f"{glob!r} names the Docker Hub host {host!r}: globs match the normalised name, "
+                    f"write it as {f'{DOCKER_HUB}/{official}{path}'!r}"
+                )
+        return value
+
     @field_validator("secret_name")
     @classmethod
     def _check_secret_name(cls, value: str) -> str:
@@ -215,9 +230,15 @@ class WebhookSettings(CommonSettings):
 
 
 class RewriteCommandSettings(CommonSettings):
-    """`ecr-pullthrough rewrite IMAGE...`: what the webhook would do with each image."""
+    """`ecr-pullthrough rewrite [settings] [--stdin] [--output text|json] [--] IMAGE...`: what the webhook
+    would do with each image.
 
-    images: CliPositionalArg[list[str]] = Field(description="image references to decide on")
+    Images are taken verbatim from the command line (never from the environment); after `--` nothing is an
+    option. `--stdin` reads more, one per line, or NUL-separated if the input holds a NUL. Every input gets
+    exactly one line: `--output text` (default) prints the input and the result as JSON strings, the reason,
+    and the detail as a JSON string, separated by tabs; `--output json` prints one JSON object per line.
+    The exit status is 1 if any image is not a valid reference.
+    """
 
 
 class ControllerSettings(CommonSettings):

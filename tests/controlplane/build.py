@@ -1,6 +1,7 @@
 """Build (or find) the control-plane binaries the end-to-end tests run.
 
-etcd, kube-apiserver and helm are built from the Go module proxy with the
+etcd, kube-apiserver and helm (and the Go oracle of the image-reference
+differential test) are built from the Go module proxy with the
 machine's Go, from the wrapper modules beside this file; the wrapper go.mod
 files are the one place their versions are pinned. Built binaries are cached
 outside the repository, keyed by version, so a fresh clone (CI) and later
@@ -20,6 +21,7 @@ Standard library only: it runs before the project's virtualenv exists.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -37,6 +39,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "etcd": ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
     "kube-apiserver": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
     "helm": ("helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm"),
+    # Not control plane: the differential test's oracle for image references (our own main package).
+    "reference-oracle": ("github.com/distribution/reference", "."),
 }
 ENVTEST_COMPONENTS = ("etcd", "kube-apiserver")
 
@@ -55,7 +59,13 @@ def binary_path(name: str) -> Path:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets and name in ENVTEST_COMPONENTS and (Path(assets) / name).is_file():
         return Path(assets) / name
-    return CACHE / f"{name}-{pinned_version(name)}" / name
+    key = f"{name}-{pinned_version(name)}"
+    if COMPONENTS[name][1] == ".":  # our own source: a change to it must rebuild
+        digest = hashlib.sha256()
+        for source in sorted((WRAPPERS / name).iterdir()):
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        key += f"-{digest.hexdigest()[:12]}"
+    return CACHE / key / name
 
 
 def _go(args: list[str], cwd: Path) -> str:
@@ -120,7 +130,7 @@ def build(name: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_file():
             return target
-        workdir = CACHE / "src" / f"{name}-{version}"
+        workdir = CACHE / "src" / target.parent.name
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.copytree(WRAPPERS / name, workdir)
         if name == "kube-apiserver":

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.controlplane import build
 from tests.e2e.controlplane import ControlPlane
+from tests.support import require_binary
 
 HERE = Path(__file__).parent
 LOG_LINES_ON_FAILURE = 60
 _CONTROL_PLANE = pytest.StashKey[ControlPlane]()
-
-
-def require_binary(name: str) -> Path:
-    """The built binary for `name`; the suite never builds (`make test` does that first)."""
-    path = build.binary_path(name)
-    if path.is_file():
-        return path
-    message = f"{name} not found at {path}: run `make controlplane` to build it"
-    # On CI a missing binary is a broken pipeline, never a silently skipped suite.
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.controlplane import build
-from tests.e2e.conftest import require_binary
 from tests.e2e.controlplane import ControlPlane
+from tests.support import require_binary
 
 NAMESPACE = "smoke-control-plane"
 

@@ -60,6 +60,13 @@ def test_environment_variables_and_flags_share_names(monkeypatch: pytest.MonkeyP
         (("--registry", REGISTRY, "--secret-name", "Not_Valid"), "Secret name"),
         (("--registry", REGISTRY, "--opt-out-label", "bad key!"), "label key"),
         (("--registry", REGISTRY, "--mode", "loud"), "'enforce' or 'audit'"),
+        # globs match the normalised name, where every Hub host is docker.io: another Hub host name is refused
+        (
+            ("--registry", REGISTRY, "--exclude-images", "registry-1.docker.io/busybox*"),
+            "write it as 'docker.io/library/busybox*'",
+        ),
+        (("--registry", REGISTRY, "--exclude-images", "index.docker.io/org/*"), "write it as 'docker.io/org/*'"),
+        (("--registry", REGISTRY, "--exclude-images", "DOCKER.IO/library/x"), "names the Docker Hub host 'DOCKER.IO'"),
     ],
 )
 def test_invalid_settings_name_the_setting(args: tuple[str, ...], message: str) -> None:

@@ -57,12 +57,13 @@ class RewriteRules:
     @staticmethod
     def upstream_of(reference: images.ImageReference) -> str:
         """The upstream as the status document names it: docker.io for every Docker Hub host."""
-        return images.DOCKER_HUB if reference.is_docker_hub else reference.domain.lower()
+        return reference.domain
 
     def prefix_for(self, reference: images.ImageReference) -> str | None:
+        """Hosts compare exactly, as containerd maps them: `QUAY.IO` is not the configured `quay.io`."""
         if reference.is_docker_hub:
             return self.docker_hub_prefix
-        return self.upstreams.get(reference.domain.lower())
+        return self.upstreams.get(reference.domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ def decide(image: str, rules: RewriteRules, verified: Verification | None = None
         return unchanged(Reason.ALREADY_ECR)
     prefix = rules.prefix_for(reference)
     if prefix is None:
-        return unchanged(Reason.OTHER_REGISTRY, reference.domain)
+        return unchanged(Reason.OTHER_REGISTRY, reference.domain or "a name without a registry host")
     for pattern in rules.exclude_images:
         if fnmatch.fnmatchcase(reference.name, pattern):
             return unchanged(Reason.EXCLUDED_IMAGE, pattern)

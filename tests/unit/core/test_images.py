@@ -22,8 +22,15 @@ VALID: list[tuple[str, tuple[str, str, str | None, str | None]]] = [
     ("docker.io/library/ubuntu", (HUB, "library/ubuntu", None, None)),
     ("index.docker.io/ubuntu", (HUB, "library/ubuntu", None, None)),
     ("index.docker.io/library/ubuntu:latest", (HUB, "library/ubuntu", "latest", None)),
-    ("registry-1.docker.io/nginx", ("registry-1.docker.io", "library/nginx", None, None)),
-    ("registry-1.docker.io/bitnami/redis:7.2", ("registry-1.docker.io", "bitnami/redis", "7.2", None)),
+    # registry-1.docker.io is Hub's registry host: Docker Hub too (an intentional difference from Go)
+    ("registry-1.docker.io/nginx", (HUB, "library/nginx", None, None)),
+    ("registry-1.docker.io/bitnami/redis:7.2", (HUB, "bitnami/redis", "7.2", None)),
+    # hosts compare exactly, as Go and containerd do: an upper-case Hub name is another registry
+    ("DOCKER.IO/nginx", ("DOCKER.IO", "nginx", None, None)),
+    ("DOCKER.Io/library/nginx", ("DOCKER.Io", "library/nginx", None, None)),
+    ("Index.Docker.io/nginx", ("Index.Docker.io", "nginx", None, None)),
+    # the first component is no valid host, but the whole is a valid path: Go accepts it without a domain
+    ("a_b.com/foo", ("", "a_b.com/foo", None, None)),
     ("bitnami/redis:7.2", (HUB, "bitnami/redis", "7.2", None)),
     ("a/b/c/d:e", (HUB, "a/b/c/d", "e", None)),
     ("test_com", (HUB, "library/test_com", None, None)),
@@ -112,6 +119,22 @@ INVALID: list[str] = [
     "foo//bar",
     "/foo",
     "ünïcode",
+    # Go's `$` is the end of the text; Python's also matches before a final newline
+    "nginx\n",
+    "nginx:1.27\n",
+    " nginx",
+    "nginx\t",
+    # go-digest: only sha256, sha384 and sha512, with their exact count of lowercase hex digits
+    "nginx@sha256:" + "F" * 64,
+    "nginx@sha256:" + "f" * 63,
+    "nginx@sha1:" + "f" * 40,
+    "nginx@SHA256:" + "f" * 64,
+    # the bounds Go does not have: a host of 253 characters, a port of 5 digits
+    "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "/x",
+    "example.com:123456/x",
+    # over-long near-misses are refused at once, before any pattern runs
+    "a-" * 15000 + "a.com:/x",
+    "a" * 100_000,
 ]
 
 
@@ -139,10 +162,21 @@ def test_string_form_keeps_tag_and_digest_and_adds_no_latest() -> None:
     assert str(images.parse(f"nginx:1.27@{SHA256}")) == f"docker.io/library/nginx:1.27@{SHA256}"
 
 
-def test_docker_hub_hosts_are_recognised_case_insensitively() -> None:
-    for host in ("docker.io", "index.docker.io", "registry-1.docker.io", "Registry-1.Docker.IO"):
+def test_docker_hub_hosts_are_recognised_exactly() -> None:
+    for host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
         assert images.parse(f"{host}/foo/bar").is_docker_hub
-    assert not images.parse("ghcr.io/foo/bar").is_docker_hub
+        assert images.parse(f"{host}/foo/bar").name == "docker.io/foo/bar"
+    for host in ("DOCKER.IO", "Docker.io", "Registry-1.Docker.IO", "INDEX.DOCKER.IO", "ghcr.io"):
+        assert not images.parse(f"{host}/foo/bar").is_docker_hub
+
+
+def test_every_bound_at_once_is_valid() -> None:
+    host = ".".join(["a" * 63] * 3) + "." + "b" * 61  # 253 characters
+    path = "/".join(["p" * 127, "q" * 127])  # 255 characters
+    image = f"{host}:65535/{path}:{'t' * 128}@{SHA512}"
+    assert len(image) == images.MAX_REFERENCE_LENGTH
+    parsed = images.parse(image)
+    assert (parsed.domain, parsed.path, parsed.tag, parsed.digest) == (f"{host}:65535", path, "t" * 128, SHA512)
 
 
 def test_non_strings_are_invalid() -> None:

@@ -23,7 +23,6 @@ DIGEST = "sha256:" + "a" * 64
         ("foo:5000", f"{REGISTRY}/docker-hub/library/foo:5000"),
         ("quay.io/prometheus/node-exporter:v1.8.2", f"{REGISTRY}/quay/prometheus/node-exporter:v1.8.2"),
         ("ghcr.io/org/app:TAG", f"{REGISTRY}/github/org/app:TAG"),
-        ("GHCR.io/org/app", f"{REGISTRY}/github/org/app"),
     ],
 )
 def test_rewritten(image: str, expected: str) -> None:
@@ -38,6 +37,15 @@ def test_rewritten(image: str, expected: str) -> None:
         ("registry.k8s.io/pause:3.10", Reason.OTHER_REGISTRY),
         ("localhost:5000/app", Reason.OTHER_REGISTRY),
         ("[::1]:5000/app", Reason.OTHER_REGISTRY),
+        # hosts compare exactly, as containerd maps them: an upper-case Hub or upstream host is another registry
+        ("DOCKER.Io/nginx", Reason.OTHER_REGISTRY),
+        ("DOCKER.IO/library/nginx", Reason.OTHER_REGISTRY),
+        ("GHCR.io/org/app", Reason.OTHER_REGISTRY),
+        ("a_b.com/app", Reason.OTHER_REGISTRY),
+        # an ECR host in any case is ECR (DNS ignores case): never rewritten, and said so
+        ("123456789012.DKR.ECR.US-EAST-1.AMAZONAWS.COM/app:1", Reason.ALREADY_ECR),
+        ("nginx\n", Reason.INVALID_REFERENCE),
+        ("a-" * 15000 + "a.com:/x", Reason.INVALID_REFERENCE),
         (f"{REGISTRY}/docker-hub/library/nginx:1.27", Reason.ALREADY_ECR),
         ("999999999999.dkr.ecr.eu-west-1.amazonaws.com/team/app:1", Reason.ALREADY_ECR),
         ("111111111111.dkr.ecr.cn-north-1.amazonaws.com.cn/app", Reason.ALREADY_ECR),
@@ -67,6 +75,10 @@ def test_excluded_images_match_the_normalised_name() -> None:
     assert decide("busybox:1.36", rules).reason is Reason.EXCLUDED_IMAGE
     assert decide("docker.io/internal/tool", rules).reason is Reason.EXCLUDED_IMAGE
     assert decide("nginx", rules).reason is Reason.REWRITTEN
+    # every Docker Hub host name is matched as docker.io; an upper-case one is another registry
+    assert decide("registry-1.docker.io/busybox", rules).reason is Reason.EXCLUDED_IMAGE
+    assert decide("index.docker.io/library/busybox:1", rules).reason is Reason.EXCLUDED_IMAGE
+    assert decide("DOCKER.IO/library/busybox", rules).reason is Reason.OTHER_REGISTRY
 
 
 def test_a_custom_prefix_is_used() -> None:
