@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -53,15 +55,81 @@ def run_webhook(args: Sequence[str]) -> int:
 def run_rewrite(args: Sequence[str]) -> int:
     from webhook.core.rewrite import Reason, decide
 
-    settings = _load(RewriteCommandSettings, "rewrite", args)
-    rules = settings.rewrite_rules()
+    try:
+        command = split_rewrite_args(args)
+    except ValueError as error:
+        print(f"ecr-pullthrough rewrite: {error}", file=sys.stderr)
+        return 2
+    rules = _load(RewriteCommandSettings, "rewrite", command.settings).rewrite_rules()
+    images = list(command.images)
+    if command.stdin:
+        images += read_images(sys.stdin.buffer.read())
     invalid = False
-    for image in settings.images:
+    for image in images:
         decision = decide(image, rules)
         invalid |= decision.reason is Reason.INVALID_REFERENCE
-        reason = decision.reason.value + (f" ({decision.detail})" if decision.detail else "")
-        print(f"{image}\t{decision.image}\t{reason}")
+        if command.output == "json":
+            record = {"image": image, "result": decision.image, "reason": decision.reason.value}
+            print(json.dumps(record | ({"detail": decision.detail} if decision.detail else {})))
+        else:
+            detail = f"\t{json.dumps(decision.detail)}" if decision.detail else ""
+            print(f"{json.dumps(image)}\t{json.dumps(decision.image)}\t{decision.reason.value}{detail}")
     return 1 if invalid else 0
+
+
+@dataclass(frozen=True)
+class RewriteCommand:
+    settings: list[str]
+    images: list[str]
+    stdin: bool = False
+    output: str = "text"
+
+
+# Flags of `rewrite` that take no value; every other flag (a setting) takes one, as `--x v` or `--x=v`.
+_FLAGS_WITHOUT_VALUE = frozenset({"--stdin", "--help", "-h"})
+
+
+def split_rewrite_args(args: Sequence[str]) -> RewriteCommand:
+    """Separate images from flags before any settings library sees them, so images stay verbatim:
+    no stripping, comma splitting, JSON decoding or dropping of empty strings."""
+    settings: list[str] = []
+    images: list[str] = []
+    stdin, output = False, "text"
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            images.extend(tokens)
+            break
+        if not token.startswith("-") or token == "-":
+            images.append(token)
+            continue
+        flag, has_value, value = token.partition("=")
+        if flag not in _FLAGS_WITHOUT_VALUE and not has_value:
+            following = next(tokens, None)
+            if following is None:
+                raise ValueError(f"{flag} needs a value")
+            value = following
+        if flag == "--stdin":
+            stdin = True
+        elif flag == "--output":
+            if value not in ("text", "json"):
+                raise ValueError(f"--output is text or json, not {value!r}")
+            output = value
+        elif flag in _FLAGS_WITHOUT_VALUE:
+            settings.append(flag)
+        else:
+            settings += [flag, value]
+    return RewriteCommand(settings, images, stdin, output)
+
+
+def read_images(data: bytes) -> list[str]:
+    """One image per line, or per NUL if the input holds one; a final separator ends the last image."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    separator = "\0" if "\0" in text else "\n"
+    images = text.split(separator)
+    if images and images[-1] == "":
+        images.pop()
+    return images
 
 
 def run_controller(args: Sequence[str]) -> int:

@@ -152,7 +152,7 @@ def test_the_entrypoint_runs_the_installed_command(venv: Path, image_env: dict[s
     rewrite = run([*entrypoint, "rewrite", "--registry", REGISTRY, "nginx"], cwd=tmp_path, env=image_env)
 
     assert usage.startswith("usage: ecr-pullthrough COMMAND")
-    assert rewrite == f"nginx\t{REGISTRY}/docker-hub/library/nginx\trewritten\n"
+    assert rewrite == f'"nginx"\t"{REGISTRY}/docker-hub/library/nginx"\trewritten\n'
     assert sorted(venv.rglob("*")) == files_before, "running the command wrote into the venv"
 
 
