@@ -19,6 +19,8 @@ from webhook.admission.metrics import WebhookMetrics
 from webhook.core.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
 from webhook.core.upstream_status import Verification
 
+# Longer than any valid reference (images.MAX_REFERENCE_LENGTH), short enough for one log line.
+MAX_LOGGED_IMAGE = 1024
 log = logging.getLogger("ecr_pullthrough.webhook")
 
 
@@ -104,12 +106,19 @@ def describe(mutation: Mutation) -> dict[str, Any]:
             {"container": c.name, "from": c.decision.original, "to": c.decision.image} for c in mutation.rewritten
         ],
         "unchanged": [
-            {"container": c.name, "image": c.decision.original, "reason": c.decision.reason.value}
+            {"container": c.name, "image": _loggable(c.decision.original), "reason": c.decision.reason.value}
             | ({"detail": c.decision.detail} if c.decision.detail else {})
             for c in mutation.containers
             if not c.decision.changed
         ],
     }
+
+
+def _loggable(image: object) -> object:
+    """An invalid image may be 200 KB long: the log line keeps its start and says how much is cut."""
+    if isinstance(image, str) and len(image) > MAX_LOGGED_IMAGE:
+        return f"{image[:MAX_LOGGED_IMAGE]}... ({len(image) - MAX_LOGGED_IMAGE} more characters)"
+    return image
 
 
 def _request_fields(request: review.AdmissionRequest) -> dict[str, Any]:
