@@ -68,6 +68,36 @@ def bench_decide(seconds: float = 1.0) -> dict[str, Any]:
     return {"decisions_per_second": round(count / elapsed)}
 
 
+def bench_worst_image() -> dict[str, Any]:
+    """The slowest single decision over the differential corpus (cache cleared, best of three), and long inputs."""
+    from tests import reference_corpus
+    from webhook.core import images as references
+
+    rules = RewriteRules(registry=REGISTRY)
+
+    def cold(image: str) -> float:
+        tries = []
+        for _ in range(3):
+            references._parse.cache_clear()
+            started = time.perf_counter()
+            decide(image, rules)
+            tries.append(time.perf_counter() - started)
+        return min(tries)
+
+    strings = [s for group in reference_corpus.corpus(20261130).values() for s in group]
+    timed = [(cold(s), s) for s in strings]
+    worst_seconds, worst = max(timed)
+    long_inputs = {
+        f"{n // 1000}KB_invalid_us": round(cold("a-" * (n // 2) + "a.com:/x") * 1e6, 1) for n in (30_000, 200_000)
+    }
+    return {
+        "strings": len(strings),
+        "worst_ms": round(worst_seconds * 1000, 3),
+        "worst_length": len(worst),
+        **long_inputs,
+    }
+
+
 def bench_handler(containers: int, rounds: int = 2000) -> dict[str, Any]:
     handler = AdmissionHandler(PodPolicy(rules=RewriteRules(registry=REGISTRY)), WebhookMetrics())
     body = json.dumps(pod_review(containers)).encode()
@@ -177,6 +207,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "decide": bench_decide(),
+        "decide_worst_image": bench_worst_image(),
         "handler": [bench_handler(3), bench_handler(50)],
         "webhook_over_tls": bench_webhook(options.requests, options.concurrency),
     }
