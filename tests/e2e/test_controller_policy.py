@@ -34,6 +34,7 @@ CONTROLLER = f"{FULLNAME}-controller"  # the ServiceAccount, the Lease, the poli
 WEBHOOK = f"{FULLNAME}-webhook"
 TLS_SECRET = f"{WEBHOOK}-tls"
 PULL_SECRET = "ecr-pullthrough"
+MANAGED_BY = "app.kubernetes.io/managed-by"
 DOCKERCONFIG = base64.b64encode(b'{"auths":{}}').decode()
 DENIED_BY_POLICY = f"ValidatingAdmissionPolicy '{CONTROLLER}' with binding '{CONTROLLER}' denied request"
 
@@ -55,7 +56,7 @@ def secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "annotations": annotations or {}},
+        "metadata": {"name": name, "annotations": annotations or {}, "labels": {MANAGED_BY: "ecr-pullthrough"}},
         "type": kind,
         "data": data,
     }
@@ -161,8 +162,21 @@ def test_the_secrets_the_controller_needs_can_still_be_written(setup: Setup) -> 
             PULL_SECRET, namespace, {"metadata": {"annotations": {"kubernetes.io/service-account.name": "default"}}}
         )
     )
-    # The binding is scoped to the controller: an administrator is not affected.
-    client.CoreV1Api(setup.admin).create_namespaced_secret(namespace, secret("another-name", "Opaque"))
+    # Only Secrets marked as its own: neither a new one without the mark, nor a user's Secret of the same name.
+    unmarked = secret(PULL_SECRET)
+    del unmarked["metadata"]["labels"]
+    refused_by_policy(lambda: core.create_namespaced_secret(setup.workloads, unmarked))
+    users = f"policy-users-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(setup.admin).create_namespace({"metadata": {"name": users}})
+    client.CoreV1Api(setup.admin).create_namespaced_secret(users, unmarked)  # the administrator is not affected
+    refused_by_policy(
+        lambda: core.patch_namespaced_secret(
+            PULL_SECRET, users, {"metadata": {"labels": {MANAGED_BY: "ecr-pullthrough"}}}
+        )
+    )
+    refused_by_policy(
+        lambda: core.patch_namespaced_secret(PULL_SECRET, users, {"data": {".dockerconfigjson": DOCKERCONFIG}})
+    )
 
 
 def test_the_webhook_configuration_may_change_only_in_its_ca_bundle(setup: Setup) -> None:
