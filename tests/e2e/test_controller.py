@@ -39,6 +39,10 @@ FAST = (
 )  # fmt: skip
 
 
+# For tests about something else than pacing: the other tests' namespaces get their secrets at once.
+NO_WRITE_LIMIT = ("--api-qps", "1000", "--api-burst", "1000")
+
+
 @pytest.fixture(scope="module")
 def kubeconfig(control_plane: ControlPlane, helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chart's ServiceAccount and RBAC, applied; a kubeconfig holding only that account's token."""
@@ -471,7 +475,7 @@ def test_at_debug_level_no_token_reaches_the_log(
     """`--log-level debug` is ours only: botocore's debug log would print the GetAuthorizationToken response."""
     names = namespaces(control_plane, "debug", 3)
     with controller_process(
-        kubeconfig, ecr, tmp_path, "a", *FAST, "--log-level", "debug", "--resync-seconds", "1"
+        kubeconfig, ecr, tmp_path, "a", *FAST, "--log-level", "debug", "--resync-seconds", "1", *NO_WRITE_LIMIT
     ) as running:
         wait_for(lambda: all_hold(core, names, ecr.password(1)), what="the secrets")
         wait_for(lambda: '"event":"secret in sync"' in running.log(), what="our debug lines (a resync)")
