@@ -4,23 +4,32 @@ moto stands for ECR where it serves, but its token never changes and its
 expiry lies in 2015, so a refresh cannot be observed with it. This one issues
 a new token and expiry on every call and can be told to fail, throttle or
 hang. boto3 reaches it through `AWS_ENDPOINT_URL_ECR`, with no hook of ours.
+
+It also answers STS GetCallerIdentity (the query protocol, through
+`AWS_ENDPOINT_URL_STS`) with the principal of the access key that signed the
+request, as STS does.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+from xml.sax.saxutils import escape
 
 from tests.support import free_port
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 Mode = Literal["ok", "deny", "throttle", "hang"]
+ACCESS_KEY = "AKIDEXAMPLE"
+# The access key id in a SigV4 Authorization header: `Credential=<key>/<date>/<region>/<service>/aws4_request`.
+SIGNED_BY = re.compile(r"Credential=([^/]+)/")
 
 
 class FakeEcr:
@@ -43,6 +52,9 @@ class FakeEcr:
             },
             "quay": {"upstreamRegistryUrl": "quay.io"},
         }
+        # STS: the principal behind each access key; a key not listed is refused.
+        self.principals: dict[str, str] = {ACCESS_KEY: f"arn:aws:sts::{account}:assumed-role/ecr-pullthrough/irsa"}
+        self.identity_calls = 0
         self.invalid_credentials: set[str] = set()  # prefixes whose credential fails validation
         self.import_denied: set[str] = set()  # prefixes whose first pull is refused (no BatchImportUpstreamImage)
         self.manifests: list[str] = []  # registry paths asked for
@@ -57,7 +69,8 @@ class FakeEcr:
         """What a process needs to reach this endpoint with boto3's default chain."""
         return {
             "AWS_ENDPOINT_URL_ECR": self.url,
-            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+            "AWS_ENDPOINT_URL_STS": self.url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": "fake-secret-for-tests",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
@@ -78,6 +91,14 @@ class FakeEcr:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = self.rfile.read(length)
+                if not self.headers.get("X-Amz-Target"):  # the query protocol: STS
+                    status, xml = fake.sts(request, self.headers.get("Authorization") or "")
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(xml)))
+                    self.end_headers()
+                    self.wfile.write(xml)
+                    return
                 operation = (self.headers.get("X-Amz-Target") or "").removeprefix(TARGET_PREFIX)
                 fake.calls.append(operation)
                 status, document = fake.answer(operation, request)
@@ -144,6 +165,25 @@ class FakeEcr:
                 "failure": "" if valid else "Invalid username or password for the upstream registry",
             }
         return 400, {"__type": "InvalidParameterException", "message": f"{operation} is not faked"}
+
+    def sts(self, body: bytes, authorization: str) -> tuple[int, bytes]:
+        """STS GetCallerIdentity: the principal of the signing access key (no permission needed)."""
+        self.identity_calls += 1
+        signed = SIGNED_BY.search(authorization)
+        principal = self.principals.get(signed.group(1)) if signed else None
+        if b"Action=GetCallerIdentity" not in body or principal is None:
+            error = (
+                "<Code>InvalidClientTokenId</Code>"
+                "<Message>The security token included in the request is invalid.</Message>"
+            )
+            return 403, f"<ErrorResponse><Error><Type>Sender</Type>{error}</Error></ErrorResponse>".encode()
+        result = f"<Arn>{escape(principal)}</Arn><UserId>AROAEXAMPLE:session</UserId><Account>{self.account}</Account>"
+        return 200, (
+            '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            f"<GetCallerIdentityResult>{result}</GetCallerIdentityResult>"
+            "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>"
+            "</GetCallerIdentityResponse>"
+        ).encode()
 
     def registry(self, path: str, authorization: str) -> int:
         """The registry API of the ECR host: HEAD /v2/<prefix>/<path>/manifests/<reference>."""

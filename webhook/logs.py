@@ -2,6 +2,12 @@
 
 Callers pass fields with `extra={"fields": {...}}`; nothing here knows about
 tokens, and no caller hands one in.
+
+`--log-level` sets the level of our own loggers (`ecr_pullthrough.*`) only.
+Libraries never log below INFO, and the ones that see credentials on the wire
+never below WARNING: botocore's debug log prints whole responses, the
+GetAuthorizationToken one included, and urllib3's and the Kubernetes client's
+print request details.
 """
 
 from __future__ import annotations
@@ -27,13 +33,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str, separators=(",", ":"))
 
 
+OURS = "ecr_pullthrough"
+# Loggers that print credentials, tokens or request bodies at DEBUG (and INFO, for some).
+QUIET = ("botocore", "boto3", "s3transfer", "urllib3", "kubernetes")
+
+
 def configure(level: str) -> None:
-    """Send every logger's records to stderr as JSON lines (uvicorn's included)."""
+    """Send every logger's records to stderr as JSON lines (uvicorn's included); `level` applies to ours only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    ours = logging.getLevelNamesMapping()[level.upper()]
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(max(ours, logging.INFO))
+    logging.getLogger(OURS).setLevel(ours)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(ours, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

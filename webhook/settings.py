@@ -268,6 +268,11 @@ class ControllerSettings(CommonSettings):
     aws_connect_timeout: float = Field(3, gt=0, description="seconds to connect to ECR")
     aws_read_timeout: float = Field(5, gt=0, description="seconds to wait for an ECR answer")
     aws_max_attempts: int = Field(3, ge=1, description="attempts per ECR call (boto3 standard retry mode)")
+    allow_instance_metadata: bool = Field(
+        False,
+        description="let boto3 fall back to the node's instance role through IMDS when IRSA or Pod Identity "
+        "gives no credentials (off: a mis-bound role fails loudly instead of spreading the node role's token)",
+    )
     workers: int = Field(4, ge=1, le=64, description="namespaces reconciled in parallel")
     api_qps: float = Field(20, gt=0, description="client-side limit on Kubernetes API writes per second")
     api_burst: int = Field(40, ge=1, description="burst above --api-qps")

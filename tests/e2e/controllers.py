@@ -70,15 +70,18 @@ class ControllerProcess:
 
 @contextmanager
 def controller_process(
-    kubeconfig: Path, ecr: FakeEcr, folder: Path, identity: str, *args: str
+    kubeconfig: Path, ecr: FakeEcr, folder: Path, identity: str, *args: str, aws: dict[str, str] | None = None
 ) -> Iterator[ControllerProcess]:
-    """Run the controller until the block ends; wait until its health endpoint answers."""
+    """Run the controller until the block ends; wait until its health endpoint answers.
+
+    Its AWS environment is `aws`, else the fake ECR's (credentials and endpoints).
+    """
     port = free_port()
     log_path = folder / f"controller-{identity}.log"
     command = [sys.executable, "-m", "webhook", "controller", "--kubeconfig", str(kubeconfig)]
     command += ["--identity", identity, "--http-port", str(port), *args]
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECR_PULLTHROUGH_"))}
-    environment.update(ecr.environment())
+    environment.update(ecr.environment() if aws is None else aws)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     running = ControllerProcess(process, port, log_path, identity)

@@ -54,6 +54,75 @@ def test_lint_and_render_every_values_file(helm: Path, values: Path) -> None:
             assert pod["automountServiceAccountToken"] is False
 
 
+def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod the chart runs (Deployments and the `helm test` pod), by object name."""
+    pods = {obj["metadata"]["name"]: obj["spec"]["template"]["spec"] for obj in objects if obj["kind"] == "Deployment"}
+    pods.update({obj["metadata"]["name"]: obj["spec"] for obj in objects if obj["kind"] == "Pod"})
+    return pods
+
+
+@pytest.mark.parametrize("values", VALUES, ids=[v.name for v in VALUES])
+def test_no_pod_mounts_the_ca_private_key(helm: Path, values: Path) -> None:
+    """The TLS Secret also holds ca.key (certificates.mode controller): pods mount named keys only."""
+    objects = render(helm, values=(values,))
+    [hook] = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"].endswith("-webhook")]
+    tls_secret = f"{hook['metadata']['name']}-tls"
+    mounted: dict[str, set[str]] = {}
+    for name, pod in pod_specs(objects).items():
+        for volume in pod.get("volumes", []):
+            sources = [volume] + [source for source in volume.get("projected", {}).get("sources", [])]
+            for source in sources:
+                if (source.get("secret") or {}).get(
+                    "secretName", (source.get("secret") or {}).get("name")
+                ) == tls_secret:
+                    items = source["secret"].get("items")
+                    assert items, f"{name} mounts the whole Secret {tls_secret}, ca.key included"
+                    mounted.setdefault(name, set()).update(item["key"] for item in items)
+    assert mounted.pop(hook["metadata"]["name"]) == {"tls.crt", "tls.key"}
+    assert all(keys == {"ca.crt"} for keys in mounted.values()), mounted  # the `helm test` pod
+
+
+def test_instance_metadata_is_off_unless_allowed(helm: Path) -> None:
+    def controller(set_values: dict[str, str] | None = None) -> dict[str, Any]:
+        objects = render(helm, show_only=("templates/controller-deployment.yaml",), set_values=set_values)
+        [deployment] = [obj for obj in objects if obj["kind"] == "Deployment"]
+        return deployment["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+    default = controller()
+    assert {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"} in default["env"]
+    assert "--allow-instance-metadata=false" in default["args"]
+    allowed = controller({"controller.allowInstanceMetadata": "true"})
+    assert "AWS_EC2_METADATA_DISABLED" not in {variable["name"] for variable in allowed.get("env", [])}
+    assert "--allow-instance-metadata=true" in allowed["args"]
+
+
+def test_the_controller_policy_follows_the_certificate_mode(helm: Path) -> None:
+    def validations(mode: str) -> str:
+        objects = render(helm, show_only=("templates/controller-policy.yaml",), set_values={"certificates.mode": mode})
+        [policy] = [obj for obj in objects if obj["kind"] == "ValidatingAdmissionPolicy"]
+        [binding] = [obj for obj in objects if obj["kind"] == "ValidatingAdmissionPolicyBinding"]
+        assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        [condition] = policy["spec"]["matchConditions"]
+        assert condition["expression"] == (
+            'request.userInfo.username == "system:serviceaccount:ecr-pullthrough:ecr-pullthrough-controller"'
+        )
+        return json.dumps(policy["spec"]["validations"])
+
+    assert "ecr-pullthrough-webhook-tls" in validations("controller")
+    assert "caBundle" in validations("controller")
+    assert "ecr-pullthrough-webhook-tls" not in validations("certManager")
+
+
+def test_the_chart_needs_kubernetes_1_30(helm: Path) -> None:
+    """ValidatingAdmissionPolicy is GA (admissionregistration.k8s.io/v1) from 1.30; below, the chart refuses."""
+    base = ("template", "x", str(CHART), "--set", f"registry={REGISTRY}")
+    refused = helm_run(helm, *base, "--kube-version", "1.29.9", check=False)
+    assert refused.returncode != 0
+    assert "kubeVersion" in refused.stderr
+    helm_run(helm, *base, "--kube-version", "1.30.0")
+
+
 def test_the_webhook_configuration_sets_every_setting_explicitly(helm: Path) -> None:
     [configuration] = render(helm, show_only=("templates/mutatingwebhookconfiguration.yaml",))
     [hook] = configuration["webhooks"]

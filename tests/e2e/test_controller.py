@@ -19,6 +19,9 @@ from tests.e2e.chart import REGISTRY, apply, render
 from tests.e2e.controllers import ControllerProcess, controller_process, token_kubeconfig
 from tests.e2e.controlplane import ControlPlane
 from tests.fake_ecr import FakeEcr, fake_ecr
+from tests.fake_imds import ACCESS_KEY as IMDS_ACCESS_KEY
+from tests.fake_imds import ROLE as IMDS_ROLE
+from tests.fake_imds import FakeImds, fake_imds
 from tests.support import wait_for
 
 RELEASE_NAMESPACE = "ecr-pullthrough"
@@ -36,14 +39,32 @@ FAST = (
 )  # fmt: skip
 
 
+# For tests about something else than pacing: the other tests' namespaces get their secrets at once.
+NO_WRITE_LIMIT = ("--api-qps", "1000", "--api-burst", "1000")
+
+
 @pytest.fixture(scope="module")
 def kubeconfig(control_plane: ControlPlane, helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chart's ServiceAccount and RBAC, applied; a kubeconfig holding only that account's token."""
     control_plane.create_namespace(RELEASE_NAMESPACE)
     with control_plane.api_client() as api:
-        apply(api, render(helm, show_only=("templates/controller-rbac.yaml",)), RELEASE_NAMESPACE)
+        templates = ("templates/controller-rbac.yaml", "templates/controller-policy.yaml")
+        apply(api, render(helm, show_only=templates), RELEASE_NAMESPACE)
     token = control_plane.service_account_token(RELEASE_NAMESPACE, SERVICE_ACCOUNT)
+    with control_plane.api_client(token) as api:
+        # The policy is enforced some time after its creation; every test here runs under it.
+        wait_for(lambda: policy_refuses(client.CoreV1Api(api)), timeout=30, what="the chart's policy to be enforced")
     return token_kubeconfig(control_plane, token, tmp_path_factory.mktemp("controller") / "kubeconfig")
+
+
+def policy_refuses(core: client.CoreV1Api) -> bool:
+    """True once the chart's policy refuses the controller's account a Secret it never writes (dry run)."""
+    foreign = client.V1Secret(metadata=client.V1ObjectMeta(name="not-ours"), type="Opaque")
+    try:
+        core.create_namespaced_secret(RELEASE_NAMESPACE, foreign, dry_run="All")
+    except ApiException as error:
+        return error.status == 403 and "ValidatingAdmissionPolicy" in str(error.body)
+    return False
 
 
 @pytest.fixture
@@ -108,9 +129,11 @@ def leader(running: ControllerProcess) -> bool:
 
 
 def no_token_logged(running: ControllerProcess, ecr: FakeEcr) -> None:
+    """Neither a password nor its `auth` form (base64 of `AWS:<password>`, as ECR hands it out) is in the log."""
     log = running.log()
     for n in range(1, ecr.tokens_issued + 1):
         assert ecr.password(n) not in log
+        assert base64.b64encode(f"AWS:{ecr.password(n)}".encode()).decode() not in log
 
 
 def test_every_namespace_gets_a_correct_secret_and_a_new_one_within_a_second_or_so(
@@ -444,3 +467,84 @@ def test_the_webhook_rewrites_docker_hub_only_once_the_controller_has_verified_i
             lambda: stored_image(unique("after")) == f"{REGISTRY}/docker-hub/library/nginx:1.27",
             what="rewriting after verification",
         )
+
+
+def test_at_debug_level_no_token_reaches_the_log(
+    control_plane: ControlPlane, kubeconfig: Path, core: client.CoreV1Api, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    """`--log-level debug` is ours only: botocore's debug log would print the GetAuthorizationToken response."""
+    names = namespaces(control_plane, "debug", 3)
+    with controller_process(
+        kubeconfig, ecr, tmp_path, "a", *FAST, "--log-level", "debug", "--resync-seconds", "1", *NO_WRITE_LIMIT
+    ) as running:
+        wait_for(lambda: all_hold(core, names, ecr.password(1)), what="the secrets")
+        wait_for(lambda: '"event":"secret in sync"' in running.log(), what="our debug lines (a resync)")
+        written = secret(core, names[0])
+        assert written is not None
+    log = running.log()
+    no_token_logged(running, ecr)
+    assert written["data"][".dockerconfigjson"] not in log
+    loggers = {json.loads(line)["logger"] for line in log.splitlines() if line.startswith("{")}
+    assert not {name for name in loggers if name.startswith(("botocore", "boto3", "urllib3", "kubernetes"))}
+
+
+def readyz_when(running: ControllerProcess, status: int, text: str) -> str | None:
+    """/readyz's body once it answers `status` and mentions `text`."""
+    code, body = running.get("/readyz")
+    return body if code == status and text in body else None
+
+
+def test_the_aws_identity_is_logged_at_start_and_shown_in_readyz(
+    kubeconfig: Path, ecr: FakeEcr, tmp_path: Path
+) -> None:
+    principal = ecr.principals["AKIDEXAMPLE"]
+    with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST) as running:
+        ready = wait_for(lambda: readyz_when(running, 200, principal), what="/readyz naming the identity")
+        assert json.loads(ready) == {"status": "ready", "awsIdentity": principal}
+        [line] = [json.loads(line) for line in running.log().splitlines() if '"AWS caller identity"' in line]
+        assert line["arn"] == principal
+
+    # The identity informs; only the token decides the status code.
+    ecr.mode = "deny"
+    with controller_process(kubeconfig, ecr, tmp_path, "b", *FAST) as running:
+        refused = wait_for(lambda: readyz_when(running, 503, "AccessDeniedException"), what="/readyz: 503")
+        assert json.loads(refused)["awsIdentity"] == principal
+    ecr.mode = "ok"
+    ecr.principals.clear()
+    with controller_process(kubeconfig, ecr, tmp_path, "c", *FAST) as running:
+        unknown = wait_for(lambda: readyz_when(running, 200, "InvalidClientTokenId"), what="/readyz: 200")
+        assert json.loads(unknown)["awsIdentity"] == "unknown"
+
+
+def node_without_irsa(ecr: FakeEcr, imds: FakeImds, folder: Path) -> dict[str, str]:
+    """A pod whose IRSA is mis-bound: no credentials of its own, only the node's instance role through IMDS."""
+    ecr.principals[IMDS_ACCESS_KEY] = f"arn:aws:sts::123456789012:assumed-role/{IMDS_ROLE}/i-0123456789abcdef0"
+    return {
+        "AWS_ENDPOINT_URL_ECR": ecr.url,
+        "AWS_ENDPOINT_URL_STS": ecr.url,
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url,  # loopback: never the real link-local address
+        "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-credentials"),
+        "AWS_CONFIG_FILE": str(folder / "no-config"),
+    }
+
+
+def test_no_silent_fallback_to_the_node_role(kubeconfig: Path, ecr: FakeEcr, tmp_path: Path) -> None:
+    with fake_imds() as imds:
+        aws = node_without_irsa(ecr, imds, tmp_path)
+        with controller_process(kubeconfig, ecr, tmp_path, "a", *FAST, aws=aws) as running:
+            text = wait_for(
+                lambda: readyz_when(running, 503, "NoCredentials"), what="/readyz to say there are no credentials"
+            )
+            document = json.loads(text)
+            assert document["awsIdentity"] == "unknown"
+            assert "NoCredentials" in document["awsIdentityError"]
+        assert imds.requests == []
+        assert ecr.tokens_issued == 0
+
+        # Allowed, the same pod uses the node's role, and says so.
+        node_role = ecr.principals[IMDS_ACCESS_KEY]
+        with controller_process(
+            kubeconfig, ecr, tmp_path, "b", *FAST, "--allow-instance-metadata=true", aws=aws
+        ) as running:
+            wait_for(lambda: node_role in running.get("/readyz")[1], what="/readyz naming the node's role")
+        assert imds.requests

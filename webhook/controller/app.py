@@ -13,8 +13,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from webhook import logs
-from webhook.controller.ecr import TokenSource, ecr_client
+from webhook.controller.ecr import TokenSource, aws_session, ecr_client, sts_client
 from webhook.controller.health import serve_health
+from webhook.controller.identity import CallerIdentity
 from webhook.controller.kube import Backoff, RateLimiter, api_client
 from webhook.controller.leader import LeaseElector
 from webhook.controller.metrics import ControllerMetrics
@@ -41,8 +42,10 @@ def run(settings: ControllerSettings) -> int:
         excluded_names=frozenset(settings.exclude_namespaces),
         excluded_by_labels=lambda labels: opted_out(labels) or by_labels(labels),
     )
+    session = aws_session(allow_instance_metadata=settings.allow_instance_metadata)
     ecr = ecr_client(
         settings.region,
+        session=session,
         connect_timeout=settings.aws_connect_timeout,
         read_timeout=settings.aws_read_timeout,
         max_attempts=settings.aws_max_attempts,
@@ -119,7 +122,19 @@ def run(settings: ControllerSettings) -> int:
         reasons = [reason for check in readiness if (reason := check())]
         return "; ".join(reasons) or None
 
-    health = serve_health(settings.http_host, settings.http_port, metrics.registry, not_ready_reason)
+    identity = CallerIdentity(
+        sts_client(
+            settings.region,
+            session=session,
+            connect_timeout=settings.aws_connect_timeout,
+            read_timeout=settings.aws_read_timeout,
+            max_attempts=settings.aws_max_attempts,
+        ),
+        on_error=lambda error: metrics.aws_errors.labels("GetCallerIdentity", error.metric_code).inc(),
+    )
+    health = serve_health(
+        settings.http_host, settings.http_port, metrics.registry, not_ready_reason, details=identity.describe
+    )
     log.info(
         "controller starting",
         extra={
@@ -128,10 +143,12 @@ def run(settings: ControllerSettings) -> int:
                 "region": settings.region,
                 "secret": settings.secret_name,
                 "identity": settings.identity,
+                "instanceMetadata": "allowed" if settings.allow_instance_metadata else "disabled",
                 "http": f"{health.server_address[0]!s}:{health.server_address[1]}",
             }
         },
     )
+    threading.Thread(target=identity.run, args=(controller.stop,), name="identity", daemon=True).start()
 
     def stop(signum: int, _: FrameType | None) -> None:
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})

@@ -1,9 +1,13 @@
 """ECR authorization tokens, from boto3's default credential chain (IRSA, EKS Pod Identity, environment).
 
-boto3's own endpoint settings (`AWS_ENDPOINT_URL_ECR`) point it elsewhere in
-tests; there is no hook of ours. Explicit timeouts and a small retry budget
-make an unreachable ECR show up in seconds, not minutes. A token's password
-is never part of a repr, a log line or an exception message.
+boto3's own endpoint settings (`AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_STS`)
+point it elsewhere in tests; there is no hook of ours. Explicit timeouts and a
+small retry budget make an unreachable ECR show up in seconds, not minutes. A
+token's password is never part of a repr, a log line or an exception message.
+
+The chain's last link, the instance role through IMDS, is cut unless allowed:
+a mis-bound IRSA or Pod Identity would otherwise fall back to the node's role
+silently, and that role's token would land in every namespace.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import datetime
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -66,14 +71,60 @@ def classify(error: Exception) -> AwsError:
     return AwsError("other", f"{name}: {error}")
 
 
-def ecr_client(region: str, *, connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
-    config = Config(
+# botocore's name for the credential provider that asks IMDS for the instance role.
+INSTANCE_METADATA_PROVIDER = "iam-role"
+
+
+def aws_session(*, allow_instance_metadata: bool = False) -> boto3.session.Session:
+    """boto3's default credential chain, without the instance role unless `allow_instance_metadata`."""
+    core = botocore.session.get_session()
+    if not allow_instance_metadata:
+        core.get_component("credential_provider").remove(INSTANCE_METADATA_PROVIDER)
+    return boto3.session.Session(botocore_session=core)
+
+
+def _config(region: str, connect_timeout: float, read_timeout: float, max_attempts: int) -> Config:
+    return Config(
         region_name=region,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
     )
-    return boto3.session.Session().client("ecr", config=config)
+
+
+def ecr_client(
+    region: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    max_attempts: int,
+    session: boto3.session.Session | None = None,
+) -> Any:
+    config = _config(region, connect_timeout, read_timeout, max_attempts)
+    return (session or aws_session()).client("ecr", config=config)
+
+
+def sts_client(
+    region: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    max_attempts: int,
+    session: boto3.session.Session | None = None,
+) -> Any:
+    """STS at its regional endpoint (reachable where the global one is not, e.g. through a VPC endpoint)."""
+    config = _config(region, connect_timeout, read_timeout, max_attempts)
+    return (session or aws_session()).client("sts", config=config)
+
+
+def caller_identity(sts: Any) -> str:
+    """The ARN of the principal our calls run as (STS GetCallerIdentity needs no permission)."""
+    try:
+        return str(sts.get_caller_identity()["Arn"])
+    except (ClientError, BotoCoreError) as error:
+        raise classify(error) from None
+    except KeyError:
+        raise AwsError("other", "GetCallerIdentity returned no Arn") from None
 
 
 class TokenSource:

@@ -14,9 +14,18 @@ log = logging.getLogger("ecr_pullthrough.health")
 
 
 def serve_health(
-    host: str, port: int, registry: CollectorRegistry, not_ready_reason: Callable[[], str | None]
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    not_ready_reason: Callable[[], str | None],
+    *,
+    details: Callable[[], dict[str, str]] = dict,
 ) -> ThreadingHTTPServer:
-    """Start serving in a daemon thread; returns the server (its `server_address` has the bound port)."""
+    """Start serving in a daemon thread; returns the server (its `server_address` has the bound port).
+
+    `details` adds information to /readyz's body (the AWS caller identity); only
+    `not_ready_reason` decides its status code.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -25,6 +34,7 @@ def serve_health(
             elif self.path == "/readyz":
                 reason = not_ready_reason()
                 document = {"status": "ready"} if reason is None else {"status": "not ready", "reason": reason}
+                document.update(details())
                 self._send(200 if reason is None else 503, "application/json", json.dumps(document).encode())
             elif self.path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))

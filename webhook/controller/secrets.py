@@ -304,6 +304,7 @@ class Controller:
             return None
         if actual is not None and pullsecret.in_sync(actual, desired):
             self._mark(namespace, True)
+            log.debug("secret in sync", extra={"fields": {"namespace": namespace}})
             return None
         newer = pullsecret.expires_at(actual) if actual is not None else None
         if newer is not None and newer > token.expires_at:
