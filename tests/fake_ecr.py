@@ -58,6 +58,9 @@ class FakeEcr:
         self.invalid_credentials: set[str] = set()  # prefixes whose credential fails validation
         self.import_denied: set[str] = set()  # prefixes whose first pull is refused (no BatchImportUpstreamImage)
         self.manifests: list[str] = []  # registry paths asked for
+        # The registry answers with a broken status line, as a misbehaving egress proxy may:
+        # http.client raises BadStatusLine, which is not an OSError.
+        self.registry_garbage = False
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
@@ -83,6 +86,10 @@ class FakeEcr:
 
         class Handler(BaseHTTPRequestHandler):
             def do_HEAD(self) -> None:
+                if fake.registry_garbage:
+                    self.wfile.write(b"NOT-HTTP garbage\r\n\r\n")
+                    self.close_connection = True
+                    return
                 status = fake.registry(self.path, self.headers.get("Authorization") or "")
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -172,7 +173,8 @@ def bench_controller() -> dict[str, Any]:
     ):
         plane.create_namespace(scenario.RELEASE_NAMESPACE)
         with plane.api_client() as api:
-            apply(api, render(build.binary_path("helm"), show_only=("templates/controller-rbac.yaml",)), "")
+            templates = ("templates/controller-rbac.yaml", "templates/controller-policy.yaml")
+            apply(api, render(build.binary_path("helm"), show_only=templates), "")
             core = client.CoreV1Api(api)
             token = plane.service_account_token(scenario.RELEASE_NAMESPACE, scenario.SERVICE_ACCOUNT)
             kubeconfig = token_kubeconfig(plane, token, Path(folder) / "kubeconfig")
@@ -190,10 +192,71 @@ def bench_controller() -> dict[str, Any]:
                         interval=0.02,
                     )
                     delays.append(time.monotonic() - created)
+            handover = bench_handover(plane, kubeconfig, Path(folder), set(names))
     return {
         "namespaces": 200,
         "seconds_until_all_hold_a_secret": round(initial, 2),
         "new_namespace_secret_delay": percentiles(delays),
+        **handover,
+    }
+
+
+def bench_handover(plane: Any, kubeconfig: Path, folder: Path, names: set[str]) -> dict[str, Any]:
+    """Secret writes made by a leadership handover with a fresh token (target 0), and a standby's CPU
+    over a minute after it lost the lease while its old token's refresh time passed (target under 1%)."""
+    import signal
+
+    from kubernetes import client
+
+    from tests.e2e import test_controller as scenario
+    from tests.e2e.controllers import controller_process
+    from tests.fake_ecr import fake_ecr
+    from tests.support import wait_for
+
+    ours = {*names, scenario.RELEASE_NAMESPACE}
+    with fake_ecr() as ecr:
+        with controller_process(kubeconfig, ecr, folder, "first", *scenario.FAST), plane.api_client() as api:
+            core = client.CoreV1Api(api)
+            wait_for(lambda: scenario.all_hold(core, sorted(ours), ecr.password(1)), timeout=120, interval=0.2)
+        writes = scenario.secret_writes(plane, ours)
+        args = (*scenario.FAST, "--log-level", "debug")
+        with controller_process(kubeconfig, ecr, folder, "second", *args) as second:
+
+            def all_seen() -> bool:
+                seen = {
+                    json.loads(line).get("namespace")
+                    for line in second.log().splitlines()
+                    if '"secret in sync"' in line
+                }
+                return ours <= seen
+
+            wait_for(all_seen, timeout=120, interval=0.2)
+            handover_writes = scenario.secret_writes(plane, ours) - writes
+        ecr.lifetime_seconds = 6  # the old leader's refresh time passes while it stands by
+        with (
+            controller_process(kubeconfig, ecr, folder, "old", *scenario.FAST) as old,
+            controller_process(kubeconfig, ecr, folder, "new", *scenario.FAST) as new,
+        ):
+            wait_for(lambda: scenario.leader(old) or scenario.leader(new), timeout=30)
+            leading, standing_by = (old, new) if scenario.leader(old) else (new, old)
+            leading.process.send_signal(signal.SIGSTOP)
+            try:
+                wait_for(lambda: scenario.leader(standing_by), timeout=30)
+            finally:
+                leading.process.send_signal(signal.SIGCONT)
+            wait_for(lambda: not scenario.leader(leading), timeout=30)
+            ticks = os.sysconf("SC_CLK_TCK")
+
+            def cpu() -> float:
+                fields = Path(f"/proc/{leading.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / ticks
+
+            before = cpu()
+            time.sleep(60)  # the measurement window
+            standby_cpu = cpu() - before
+    return {
+        "handover_with_a_fresh_token_secret_writes": handover_writes,
+        "former_leader_standby_cpu_percent_over_60s": round(standby_cpu / 60 * 100, 2),
     }
 
 
@@ -205,7 +268,7 @@ def main() -> int:
     parser.add_argument("--no-controller", action="store_true", help="skip the control-plane benchmark")
     options = parser.parse_args()
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "decide": bench_decide(),
         "decide_worst_image": bench_worst_image(),
         "handler": [bench_handler(3), bench_handler(50)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import signal
 import threading
@@ -15,6 +16,7 @@ from urllib3.exceptions import HTTPError
 from webhook import logs
 from webhook.controller.ecr import TokenSource, aws_session, ecr_client, sts_client
 from webhook.controller.health import serve_health
+from webhook.controller.heartbeat import Heartbeats
 from webhook.controller.identity import CallerIdentity
 from webhook.controller.kube import Backoff, RateLimiter, api_client
 from webhook.controller.leader import LeaseElector
@@ -41,6 +43,7 @@ def run(settings: ControllerSettings) -> int:
         registry=settings.registry_host,
         excluded_names=frozenset(settings.exclude_namespaces),
         excluded_by_labels=lambda labels: opted_out(labels) or by_labels(labels),
+        home_namespace=settings.namespace,
     )
     session = aws_session(allow_instance_metadata=settings.allow_instance_metadata)
     ecr = ecr_client(
@@ -52,12 +55,14 @@ def run(settings: ControllerSettings) -> int:
     )
     tokens = TokenSource(ecr)
     verify_now = threading.Event()
+    heartbeats = Heartbeats()
     controller = Controller(
         api,
         tokens,
         target,
         metrics=metrics,
-        is_leader=lambda: elector.is_leader.is_set(),
+        is_leader=lambda: elector.leading(),
+        heartbeats=heartbeats,
         workers=settings.workers,
         resync_seconds=settings.resync_seconds,
         token_refresh_floor=datetime.timedelta(seconds=settings.token_refresh_floor_seconds),
@@ -65,11 +70,16 @@ def run(settings: ControllerSettings) -> int:
         on_token=verify_now.set,
     )
     certificates_due = threading.Event()
+    on_step_down: list[Callable[[], None]] = [controller.leading_stopped]
 
     def leading_started() -> None:
         controller.leading_started()
         certificates_due.set()
         verify_now.set()
+
+    def leading_stopped() -> None:
+        for forget in on_step_down:
+            forget()
 
     elector = LeaseElector(
         api,
@@ -80,7 +90,8 @@ def run(settings: ControllerSettings) -> int:
         renew_deadline_seconds=settings.renew_deadline_seconds,
         retry_seconds=settings.retry_seconds,
         on_started=leading_started,
-        on_stopped=controller.leading_stopped,
+        on_stopped=leading_stopped,
+        beat=lambda: heartbeats.beat("leader-election"),
     )
     if settings.webhook_tls_secret:
         certificates = WebhookCertificates(
@@ -90,11 +101,11 @@ def run(settings: ControllerSettings) -> int:
             configuration=settings.webhook_configuration,
             service=settings.webhook_service,
         )
+        keep = functools.partial(
+            _keep_certificates, certificates, elector.leading, controller.stop, certificates_due, settings, heartbeats
+        )
         threading.Thread(
-            target=_keep_certificates,
-            args=(certificates, elector.is_leader.is_set, controller.stop, certificates_due, settings),
-            name="certificates",
-            daemon=True,
+            target=heartbeats.guarded("certificates", keep, controller.stop), name="certificates", daemon=True
         ).start()
     readiness: list[Callable[[], str | None]] = [controller.not_ready_reason]
     if settings.upstream_status_configmap:
@@ -112,10 +123,13 @@ def run(settings: ControllerSettings) -> int:
             interval=settings.verify_seconds,
             registry=metrics.registry,
             due=verify_now,
+            heartbeats=heartbeats,
         )
         readiness.append(monitor.not_ready_reason)
+        on_step_down.append(monitor.leading_stopped)
+        watch_upstreams = functools.partial(monitor.run, elector.leading, controller.stop)
         threading.Thread(
-            target=monitor.run, args=(elector.is_leader.is_set, controller.stop), name="upstreams", daemon=True
+            target=heartbeats.guarded("upstreams", watch_upstreams, controller.stop), name="upstreams", daemon=True
         ).start()
 
     def not_ready_reason() -> str | None:
@@ -132,8 +146,18 @@ def run(settings: ControllerSettings) -> int:
         ),
         on_error=lambda error: metrics.aws_errors.labels("GetCallerIdentity", error.metric_code).inc(),
     )
+
+    def not_alive_reason() -> str | None:
+        overdue = heartbeats.overdue()
+        return f"loops not running: {', '.join(overdue)}" if overdue else None
+
     health = serve_health(
-        settings.http_host, settings.http_port, metrics.registry, not_ready_reason, details=identity.describe
+        settings.http_host,
+        settings.http_port,
+        metrics.registry,
+        not_ready_reason,
+        details=identity.describe,
+        not_alive_reason=not_alive_reason,
     )
     log.info(
         "controller starting",
@@ -169,6 +193,7 @@ def _keep_certificates(
     stop: threading.Event,
     due: threading.Event,
     settings: ControllerSettings,
+    heartbeats: Heartbeats,
 ) -> None:
     """While leading: check the webhook's certificate now and then, renew it before it expires."""
     backoff = Backoff(2, 300)
@@ -176,7 +201,7 @@ def _keep_certificates(
         delay = settings.certificate_check_seconds
         if is_leader():
             try:
-                certificates.ensure()
+                certificates.ensure(is_leader)
                 backoff.reset()
             except (ApiException, HTTPError, OSError) as error:
                 delay = backoff.next()
@@ -184,5 +209,5 @@ def _keep_certificates(
                     "webhook certificate check failed",
                     extra={"fields": {"error": str(error).splitlines()[0], "retryIn": round(delay, 1)}},
                 )
-        due.wait(delay)
+        heartbeats.wait("certificates", due, delay)
         due.clear()

@@ -20,17 +20,21 @@ def serve_health(
     not_ready_reason: Callable[[], str | None],
     *,
     details: Callable[[], dict[str, str]] = dict,
+    not_alive_reason: Callable[[], str | None] = lambda: None,
 ) -> ThreadingHTTPServer:
     """Start serving in a daemon thread; returns the server (its `server_address` has the bound port).
 
     `details` adds information to /readyz's body (the AWS caller identity); only
-    `not_ready_reason` decides its status code.
+    `not_ready_reason` decides its status code. `/healthz` fails when `not_alive_reason`
+    names something (a loop that stopped beating), so the kubelet restarts the pod.
     """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/healthz":
-                self._send(200, "application/json", json.dumps({"status": "ok"}).encode())
+                dead = not_alive_reason()
+                document = {"status": "ok"} if dead is None else {"status": "failing", "reason": dead}
+                self._send(200 if dead is None else 503, "application/json", json.dumps(document).encode())
             elif self.path == "/readyz":
                 reason = not_ready_reason()
                 document = {"status": "ready"} if reason is None else {"status": "not ready", "reason": reason}

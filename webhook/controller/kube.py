@@ -25,8 +25,11 @@ log = logging.getLogger("ecr_pullthrough.kube")
 
 # Server-side watch timeout; the client-side read timeout is a little longer, so
 # a dead connection is noticed within WATCH_SECONDS + READ_GRACE (kubernetes-client/python#1148).
-WATCH_SECONDS = 240
+# Short enough that a quiet watch still comes back to beat its heartbeat about once a minute.
+WATCH_SECONDS = 55
 READ_GRACE = 30
+# A watch loop beats on every event and every new watch call: it can be silent this long at most.
+WATCH_MAX_SILENCE = WATCH_SECONDS + READ_GRACE + 30
 CONNECT_TIMEOUT = 5
 REQUEST_TIMEOUT = (CONNECT_TIMEOUT, 30)
 
@@ -122,9 +125,11 @@ class ListWatch:
         on_list: Callable[[list[dict[str, Any]]], None],
         on_event: Callable[[str, dict[str, Any]], None],
         stop: threading.Event,
+        beat: Callable[[], None] = lambda: None,
         **selectors: str,
     ) -> None:
         self.name, self.list_fn, self.on_list, self.on_event, self.stop = name, list_fn, on_list, on_event, stop
+        self.beat = beat
         self.selectors = selectors
         self.synced = threading.Event()
         self.last_error: str | None = None
@@ -133,6 +138,7 @@ class ListWatch:
         backoff = Backoff(0.2, 10)
         resource_version: str | None = None
         while not self.stop.is_set():
+            self.beat()
             try:
                 if resource_version is None:
                     listed = body(
@@ -148,6 +154,7 @@ class ListWatch:
                             resource_version = None  # too old: list again
                             break
                         raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    self.beat()
                     resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
                     if kind != "BOOKMARK":
                         self.on_event(str(kind), obj)

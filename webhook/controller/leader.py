@@ -5,10 +5,16 @@ on shutdown nor campaigns again after losing it (kubernetes-client/python
 #2075). Expiry is judged by how long the lease record has gone unchanged as
 *we* observed it, never by comparing our clock with another process's
 renewTime, so clock skew between nodes does not matter.
+
+Leadership is judged locally too: `leading()` is true only while the last
+successful renewal *began* less than the renew deadline ago, and every lease
+call is bounded by the deadline left, so a call that hangs cannot keep a
+replica leading after another one may have taken over.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import threading
@@ -20,9 +26,17 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from webhook.controller.kube import REQUEST_TIMEOUT, body
+from webhook.controller.kube import CONNECT_TIMEOUT, REQUEST_TIMEOUT, body
 
 log = logging.getLogger("ecr_pullthrough.leader")
+
+
+def _without_retries(api: client.ApiClient) -> client.ApiClient:
+    """A client for lease calls that urllib3 does not retry: a retried read would wait out its
+    timeout again and again, and keep a leader that can no longer renew believing it leads."""
+    configuration = copy.copy(api.configuration)
+    configuration.retries = False
+    return client.ApiClient(configuration)
 
 
 def _micro_time(moment: datetime.datetime) -> str:
@@ -42,23 +56,34 @@ class LeaseElector:
         retry_seconds: float,
         on_started: Callable[[], None],
         on_stopped: Callable[[], None],
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
         # Any: we send plain dicts; the typed signatures want the generated models.
-        self._api: Any = client.CoordinationV1Api(api)
+        self._api: Any = client.CoordinationV1Api(_without_retries(api))
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_seconds, self.renew_deadline, self.retry = lease_seconds, renew_deadline_seconds, retry_seconds
-        self._on_started, self._on_stopped = on_started, on_stopped
+        self._on_started, self._on_stopped, self._beat = on_started, on_stopped, beat
         self.is_leader = threading.Event()
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
 
+    def leading(self) -> bool:
+        """True while this replica leads and its last renewal is recent enough to be sure of it.
+
+        Checked before every leader-only write: it turns false at the renew deadline even while
+        a renew call is still hanging, before any other replica can have taken the lease.
+        """
+        return self.is_leader.is_set() and time.monotonic() - self._renewed_at < self.renew_deadline
+
     def run(self, stop: threading.Event) -> None:
         """Campaign, lead, and campaign again after losing, until `stop`; then release the lease."""
         try:
             while not stop.is_set():
+                self._beat()
+                attempt_started = time.monotonic()
                 if self._acquire_or_renew():
-                    self._renewed_at = time.monotonic()
+                    self._renewed_at = attempt_started  # the lease was renewed no earlier than this
                     if not self.is_leader.is_set():
                         self.is_leader.set()
                         log.info("became leader", extra={"fields": {"lease": self.name, "identity": self.identity}})
@@ -75,12 +100,19 @@ class LeaseElector:
         log.warning("stopped leading", extra={"fields": {"lease": self.name, "reason": why}})
         self._on_stopped()
 
+    def _timeout(self) -> tuple[float, float] | float:
+        """A leader's lease calls end before its renew deadline; a candidate's may take the usual time."""
+        if not self.is_leader.is_set():
+            return REQUEST_TIMEOUT
+        left = self.renew_deadline - (time.monotonic() - self._renewed_at)
+        return (min(CONNECT_TIMEOUT, max(left, 0.1)), max(left, 0.1))
+
     def _acquire_or_renew(self) -> bool:
         now = datetime.datetime.now(datetime.UTC)
         try:
             lease = body(
                 self._api.read_namespaced_lease(
-                    self.name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    self.name, self.namespace, _preload_content=False, _request_timeout=self._timeout()
                 )
             )
         except ApiException as error:
@@ -128,7 +160,7 @@ class LeaseElector:
             },
         }
         return self._attempt(
-            "create", lambda: self._api.create_namespaced_lease(self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
+            "create", lambda: self._api.create_namespaced_lease(self.namespace, lease, _request_timeout=self._timeout())
         )
 
     def _write(self, lease: dict[str, Any]) -> bool:
@@ -136,7 +168,7 @@ class LeaseElector:
         return self._attempt(
             "update",
             lambda: self._api.replace_namespaced_lease(
-                self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT
+                self.name, self.namespace, lease, _request_timeout=self._timeout()
             ),
         )
 

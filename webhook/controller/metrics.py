@@ -25,6 +25,13 @@ class ControllerMetrics:
             ["result"],
             registry=r,
         )
+        self.write_failures = Counter(
+            "ecr_pullthrough_secret_write_failures",
+            "Failed Secret writes by reason (forbidden, invalid, not-found, throttled, server-error, unreachable, "
+            "other); each namespace retries with its own backoff.",
+            ["reason"],
+            registry=r,
+        )
         self.aws_errors = Counter(
             "ecr_pullthrough_aws_errors", "Failed ECR calls by error code.", ["operation", "code"], registry=r
         )

@@ -19,12 +19,16 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Gauge
 from urllib3.exceptions import HTTPError
 
+from webhook.controller.heartbeat import Heartbeats
 from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, body, record_event
 from webhook.controller.secrets import COMPONENT
 from webhook.controller.upstreams import Verifier
 from webhook.core.upstream_status import DOCUMENT_KEY, StatusDocument
 
 log = logging.getLogger("ecr_pullthrough.upstreams")
+LOOP = "upstreams"
+# One verification makes several AWS calls and registry requests, each with its own timeouts and retries.
+MAX_SILENCE = 600.0
 
 
 class UpstreamMonitor:
@@ -38,11 +42,13 @@ class UpstreamMonitor:
         interval: float,
         registry: CollectorRegistry,
         due: threading.Event | None = None,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         # Any: plain dicts in and out, the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.verifier, self.namespace, self.configmap, self.interval = verifier, namespace, configmap, interval
         self.due = due or threading.Event()  # set it to verify now
+        self.heartbeats = heartbeats or Heartbeats()
         self.last: StatusDocument | None = None
         self.verified = Gauge(
             "ecr_pullthrough_upstream_verified",
@@ -61,22 +67,34 @@ class UpstreamMonitor:
         problems = [f"upstream {s.upstream} unverified: {s.reason}" for s in document.upstreams if not s.verified]
         return "; ".join(problems) or None
 
+    def leading_stopped(self) -> None:
+        """A standby publishes nothing: its last result and gauges go, so its readiness says standby."""
+        self.last = None
+        self.verified.clear()
+        self.checked.set(0)
+
     def run(self, is_leader: Callable[[], bool], stop: threading.Event) -> None:
         retry = Backoff(30, self.interval)
         while not stop.is_set():
             delay = self.interval
             if is_leader():
-                document = self.verifier.verify()
-                if all(s.verified for s in document.upstreams):
-                    retry.reset()
-                else:
-                    delay = min(self.interval, retry.next())
                 try:
-                    self._publish(document)
-                except (ApiException, HTTPError, OSError) as error:
-                    log.warning("upstream status not published", extra={"fields": {"error": str(error)[:300]}})
-                    delay = min(delay, 10)
-            self.due.wait(delay)
+                    document = self.verifier.verify()
+                except Exception:  # e.g. http.client errors from an egress proxy: not OSError
+                    delay = min(self.interval, retry.next())
+                    log.exception("upstream verification failed; retrying", extra={"fields": {"retryIn": delay}})
+                else:
+                    if all(s.verified for s in document.upstreams):
+                        retry.reset()
+                    else:
+                        delay = min(self.interval, retry.next())
+                    try:
+                        if is_leader():  # leadership can lapse during a slow verification
+                            self._publish(document)
+                    except (ApiException, HTTPError, OSError) as error:
+                        log.warning("upstream status not published", extra={"fields": {"error": str(error)[:300]}})
+                        delay = min(delay, 10)
+            self.heartbeats.wait(LOOP, self.due, delay, MAX_SILENCE)
             self.due.clear()
 
     def _publish(self, document: StatusDocument) -> None:

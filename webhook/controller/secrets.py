@@ -12,6 +12,8 @@ and writes; a standby keeps its caches warm and writes nothing.
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -22,9 +24,19 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from webhook.controller.ecr import AwsError, TokenSource
-from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, ListWatch, RateLimiter, body, record_event
+from webhook.controller.ecr import TokenSource
+from webhook.controller.heartbeat import Heartbeats
+from webhook.controller.kube import (
+    REQUEST_TIMEOUT,
+    WATCH_MAX_SILENCE,
+    Backoff,
+    ListWatch,
+    RateLimiter,
+    body,
+    record_event,
+)
 from webhook.controller.metrics import ControllerMetrics
+from webhook.controller.tokens import TokenKeeper
 from webhook.controller.workqueue import NORMAL, URGENT, WorkQueue
 from webhook.core import pullsecret
 from webhook.core.selectors import Selector
@@ -40,6 +52,16 @@ class SecretTarget:
     registry: str
     excluded_names: frozenset[str]
     excluded_by_labels: Selector
+    # The controller's own namespace: the only place a token is adopted from.
+    home_namespace: str = ""
+
+
+# A write that keeps failing (a quota, a policy engine, an immutable Secret) is retried with
+# backoff per namespace, from 5 s up to about 5 minutes, and reset by a success.
+WRITE_RETRY_BASE_SECONDS = 5.0
+WRITE_RETRY_CAP_SECONDS = 300.0
+# Bounded metric label values for failed writes.
+WRITE_FAILURE_REASONS = {403: "forbidden", 404: "not-found", 422: "invalid", 429: "throttled"}
 
 
 class Controller:
@@ -51,6 +73,7 @@ class Controller:
         *,
         metrics: ControllerMetrics,
         is_leader: Callable[[], bool],
+        heartbeats: Heartbeats | None = None,
         workers: int = 4,
         resync_seconds: float = 600,
         token_refresh_floor: datetime.timedelta = datetime.timedelta(seconds=60),
@@ -59,8 +82,9 @@ class Controller:
     ) -> None:
         # Any: we send and receive plain dicts; the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
-        self.tokens, self.target, self.metrics, self.is_leader = tokens, target, metrics, is_leader
-        self.workers, self.resync_seconds, self.token_refresh_floor = workers, resync_seconds, token_refresh_floor
+        self.target, self.metrics, self.is_leader = target, metrics, is_leader
+        self.heartbeats = heartbeats or Heartbeats()
+        self.workers, self.resync_seconds = workers, resync_seconds
         self.writes = writes or RateLimiter(20, 40)
         self.on_token = on_token or (lambda: None)
         self.stop = threading.Event()
@@ -69,13 +93,31 @@ class Controller:
         self._lock = threading.Lock()
         self._namespaces: dict[str, dict[str, str]] = {}  # name -> labels, of namespaces that are not terminating
         self._secrets: dict[str, dict[str, Any]] = {}  # namespace -> our-named Secret
+        # namespace -> resourceVersion of a delete seen by the watch: a write answer older than it is stale.
+        self._deleted_at: dict[str, int] = {}
         self._in_sync: set[str] = set()
         self._reported_foreign: dict[str, str] = {}  # namespace -> resourceVersion reported
-        self._token: Token | None = None
-        self.token_error: str | None = None
-        self._token_wanted = threading.Event()
+        self._write_backoff: dict[str, Backoff] = {}  # namespace -> backoff of a write that keeps failing
+        self._listed: set[str] = set()
+        self.caches_synced = threading.Event()  # both caches hold a first full list
+        self.keeper = TokenKeeper(
+            tokens,
+            metrics=metrics,
+            is_leader=is_leader,
+            heartbeats=self.heartbeats,
+            stop=self.stop,
+            caches_synced=self.caches_synced,
+            adopt=self._adoptable_token,
+            on_token=self._token_changed,
+            refresh_floor=token_refresh_floor,
+        )
         self.namespace_watch = ListWatch(
-            "namespaces", self.core.list_namespace, self._namespaces_listed, self._namespace_event, self.stop
+            "namespaces",
+            self.core.list_namespace,
+            self._namespaces_listed,
+            self._namespace_event,
+            self.stop,
+            beat=lambda: self.heartbeats.beat("watch-namespaces", WATCH_MAX_SILENCE),
         )
         self.secret_watch = ListWatch(
             "secrets",
@@ -83,6 +125,7 @@ class Controller:
             self._secrets_listed,
             self._secret_event,
             self.stop,
+            beat=lambda: self.heartbeats.beat("watch-secrets", WATCH_MAX_SILENCE),
             field_selector=f"metadata.name={target.name}",
         )
 
@@ -92,11 +135,14 @@ class Controller:
         loops: list[tuple[str, Callable[[], None]]] = [
             ("watch-namespaces", self.namespace_watch.run),
             ("watch-secrets", self.secret_watch.run),
-            ("tokens", self._token_loop),
+            ("tokens", self.keeper.run),
             ("resync", self._resync_loop),
         ]
-        loops += [(f"worker-{i}", self._work) for i in range(self.workers)]
-        threads = [threading.Thread(target=run, name=name, daemon=True) for name, run in loops]
+        loops += [(f"worker-{i}", functools.partial(self._work, f"worker-{i}")) for i in range(self.workers)]
+        threads = [
+            threading.Thread(target=self.heartbeats.guarded(name, run, self.stop), name=name, daemon=True)
+            for name, run in loops
+        ]
         for thread in threads:
             thread.start()
         return threads
@@ -104,15 +150,28 @@ class Controller:
     def shutdown(self) -> None:
         self.stop.set()
         self.queue.close()
-        self._token_wanted.set()
+        self.keeper.shutdown()
 
     def leading_started(self) -> None:
         """Called when this replica becomes leader: get a token now and look at every namespace."""
         self.metrics.leader.set(1)
-        self._token_wanted.set()
+        self.keeper.leading_started()
 
     def leading_stopped(self) -> None:
+        """A former leader forgets what only a leader knows, so its health and gauges say standby."""
         self.metrics.leader.set(0)
+        self.keeper.leading_stopped()
+        with self._lock:
+            self._in_sync.clear()
+            self._write_backoff.clear()
+        self._publish_counts()
+
+    def current_token(self) -> Token | None:
+        return self.keeper.token
+
+    @property
+    def token_error(self) -> str | None:
+        return self.keeper.error
 
     # -- readiness -----------------------------------------------------------------------------------------
 
@@ -125,7 +184,7 @@ class Controller:
                 )
         if not self.is_leader():
             return None  # a standby is ready to take over
-        token, error = self._token, self.token_error
+        token, error = self.keeper.token, self.keeper.error
         valid = token is not None and token.valid(datetime.datetime.now(datetime.UTC))
         if error is not None:
             kept = f"; the secrets keep the token valid until {token.expires_at.isoformat()}" if valid and token else ""
@@ -139,13 +198,20 @@ class Controller:
     def _excluded(self, name: str, labels: Mapping[str, str]) -> bool:
         return name in self.target.excluded_names or self.target.excluded_by_labels(labels)
 
+    def _mark_listed(self, what: str) -> None:
+        self._listed.add(what)
+        if self._listed >= {"namespaces", "secrets"}:
+            self.caches_synced.set()
+
     def _namespaces_listed(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
+            before = set(self._namespaces)
             self._namespaces = {}
             for item in items:
                 self._remember_namespace(item)
             self._in_sync &= set(self._namespaces)
-            names = list(self._namespaces)
+            names = before | set(self._namespaces)  # old keys too: one may have gone during a watch gap
+            self._mark_listed("namespaces")
         for name in names:
             self.queue.add(name, NORMAL)
         self._publish_counts()
@@ -167,6 +233,7 @@ class Controller:
             if kind == "DELETED":
                 self._namespaces.pop(name, None)
                 self._in_sync.discard(name)
+                self._write_backoff.pop(name, None)
                 wanted = False
             else:
                 known = name in self._namespaces
@@ -177,8 +244,13 @@ class Controller:
 
     def _secrets_listed(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
+            before = set(self._secrets)
             self._secrets = {(i.get("metadata") or {}).get("namespace", ""): i for i in items}
-        for namespace in list(self._secrets):
+            self._deleted_at.clear()  # the list is newer than any delete seen before it
+            # A Secret deleted during a watch gap is in `before` only: look at it again now, not at the next resync.
+            namespaces = before | set(self._secrets)
+            self._mark_listed("secrets")
+        for namespace in namespaces:
             self.queue.add(namespace, NORMAL)
 
     def _secret_event(self, kind: str, item: dict[str, Any]) -> None:
@@ -186,16 +258,30 @@ class Controller:
         with self._lock:
             if kind == "DELETED":
                 self._secrets.pop(namespace, None)
+                self._deleted_at[namespace] = _resource_version(item)
             else:
                 self._remember_secret(namespace, item)
         self.queue.add(namespace, URGENT)
 
     def _remember_secret(self, namespace: str, item: dict[str, Any]) -> None:
-        """Keep the newest copy: our own write's answer may arrive before an older watch event."""
+        """Keep the newest copy: our own write's answer may arrive before an older watch event,
+        or after a newer delete (which must win)."""
+        version = _resource_version(item)
         known = self._secrets.get(namespace)
-        if known is not None and _resource_version(known) > _resource_version(item):
+        if known is not None and _resource_version(known) > version:
             return
+        if self._deleted_at.get(namespace, -1) > version:
+            return
+        self._deleted_at.pop(namespace, None)
         self._secrets[namespace] = item
+
+    def _adoptable_token(self) -> Token | None:
+        """The token our own Secret in the controller's namespace holds, if any (see tokens.py)."""
+        if not self.target.home_namespace:
+            return None
+        with self._lock:
+            secret = self._secrets.get(self.target.home_namespace)
+        return pullsecret.token_from(secret, self.target.registry, datetime.datetime.now(datetime.UTC))
 
     def _publish_counts(self) -> None:
         with self._lock:
@@ -204,64 +290,15 @@ class Controller:
 
     # -- tokens and resync ---------------------------------------------------------------------------------
 
-    def _token_loop(self) -> None:
-        backoff = Backoff(1, 300)
-        while not self.stop.is_set():
-            wait = self._refresh_in()
-            self._token_wanted.wait(wait)
-            self._token_wanted.clear()
-            if self.stop.is_set():
-                return
-            if not self.is_leader():
-                continue
-            token = self._token
-            now = datetime.datetime.now(datetime.UTC)
-            if token is not None and token.valid(now) and now < token.refresh_at(self.token_refresh_floor):
-                self.enqueue_all(NORMAL)  # a new leader: same token, look at every namespace
-                continue
-            try:
-                fresh = self.tokens.fetch()
-            except AwsError as error:
-                self.metrics.aws_errors.labels("GetAuthorizationToken", error.metric_code).inc()
-                self.token_error = f"GetAuthorizationToken failed: {error}"
-                delay = backoff.next()
-                log.warning(
-                    "ECR token fetch failed; existing secrets stay",
-                    extra={"fields": {"code": error.code, "error": error.message, "retryIn": round(delay, 1)}},
-                )
-                self.stop.wait(delay)
-                self._token_wanted.set()
-                continue
-            backoff.reset()
+    def _token_changed(self, fresh: bool) -> None:
+        if fresh:
             with self._lock:
-                self._token, self.token_error = fresh, None
                 self._in_sync.clear()  # every secret holds the previous token until rewritten
-            self.metrics.token_expiry.set(fresh.expires_at.timestamp())
-            self.metrics.last_refresh.set(fresh.fetched_at.timestamp())
-            log.info(
-                "ECR token fetched",
-                extra={
-                    "fields": {
-                        "expiresAt": fresh.expires_at.isoformat(),
-                        "refreshAt": fresh.refresh_at(self.token_refresh_floor).isoformat(),
-                    }
-                },
-            )
-            self.enqueue_all(NORMAL)
-            self.on_token()
-
-    def current_token(self) -> Token | None:
-        return self._token
-
-    def _refresh_in(self) -> float:
-        token = self._token
-        if token is None:
-            return 5.0
-        due = token.refresh_at(self.token_refresh_floor) - datetime.datetime.now(datetime.UTC)
-        return max(due.total_seconds(), 0.0)
+        self.enqueue_all(NORMAL)
+        self.on_token()
 
     def _resync_loop(self) -> None:
-        while not self.stop.wait(self.resync_seconds):
+        while not self.heartbeats.wait("resync", self.stop, self.resync_seconds):
             self.metrics.resyncs.inc()
             self.enqueue_all(NORMAL)
 
@@ -273,8 +310,13 @@ class Controller:
 
     # -- reconcile -----------------------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, name: str) -> None:
+        # Writing before both caches are listed would create what exists and replace what is fine.
+        while not self.caches_synced.is_set():
+            if self.heartbeats.wait(name, self.caches_synced, 1) or self.stop.is_set():
+                break
         while not self.stop.is_set():
+            self.heartbeats.beat(name)
             namespace = self.queue.get(timeout=1)
             if namespace is None:
                 continue
@@ -282,7 +324,7 @@ class Controller:
                 retry = self.reconcile(namespace)
             except Exception:
                 log.exception("reconcile failed", extra={"fields": {"namespace": namespace}})
-                retry = 5.0
+                retry = self._retry_after_failure(namespace)
             finally:
                 self.queue.done(namespace)
             if retry is not None:
@@ -292,52 +334,57 @@ class Controller:
         """Make `namespace`'s secret match the current token. Returns a delay to retry after, or None."""
         if not self.is_leader():
             return None
-        token = self._token
+        token = self.keeper.token
         with self._lock:
             wanted = namespace in self._namespaces
             actual = self._secrets.get(namespace)
-        if not wanted or token is None:
-            return None
-        desired = pullsecret.desired(namespace, self.target.name, self.target.registry, token)
-        if actual is not None and not pullsecret.is_ours(actual):
+        decision = pullsecret.plan(
+            namespace=namespace,
+            name=self.target.name,
+            registry=self.target.registry,
+            wanted=wanted,
+            token=token,
+            actual=actual,
+        )
+        if decision.action == "foreign" and actual is not None:
             self._report_foreign(namespace, actual)
             return None
-        if actual is not None and pullsecret.in_sync(actual, desired):
+        if decision.action == "in-sync":
             self._mark(namespace, True)
             log.debug("secret in sync", extra={"fields": {"namespace": namespace}})
             return None
-        newer = pullsecret.expires_at(actual) if actual is not None else None
-        if newer is not None and newer > token.expires_at:
-            return None  # never overwrite a valid token with an older one
-        if not self.writes.acquire(self.stop):
-            return None
+        if decision.secret is None or token is None:
+            return None  # not wanted, no token yet, or a newer token kept
+        if not self.writes.acquire(self.stop) or not self.is_leader():
+            return None  # leadership can lapse while we wait for the rate limiter
         try:
-            if actual is None:
+            if decision.action == "create":
                 written = body(
                     self.core.create_namespaced_secret(
-                        namespace, desired, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                        namespace, decision.secret, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
                     )
                 )
-                result = "created"
             else:
                 written = body(
                     self.core.replace_namespaced_secret(
                         self.target.name,
                         namespace,
-                        pullsecret.updated(actual, desired),
+                        decision.secret,
                         _preload_content=False,
                         _request_timeout=REQUEST_TIMEOUT,
                     )
                 )
-                result = "updated"
         except ApiException as error:
             return self._write_failed(namespace, error)
         except (HTTPError, OSError) as error:
             self.metrics.writes.labels("error").inc()
+            self.metrics.write_failures.labels("unreachable").inc()
             log.warning("secret write failed", extra={"fields": {"namespace": namespace, "error": str(error)}})
-            return 2.0
+            return self._retry_after_failure(namespace)
+        result = "created" if decision.action == "create" else "updated"
         with self._lock:
             self._remember_secret(namespace, written)
+            self._write_backoff.pop(namespace, None)
         self.metrics.writes.labels(result).inc()
         self._mark(namespace, True)
         log.info(
@@ -346,6 +393,13 @@ class Controller:
         )
         return None
 
+    def _retry_after_failure(self, namespace: str) -> float:
+        with self._lock:
+            backoff = self._write_backoff.setdefault(
+                namespace, Backoff(WRITE_RETRY_BASE_SECONDS, WRITE_RETRY_CAP_SECONDS)
+            )
+            return backoff.next()
+
     def _write_failed(self, namespace: str, error: ApiException) -> float | None:
         if error.status == 409:  # AlreadyExists or a stale resourceVersion: look again
             self.metrics.writes.labels("conflict").inc()
@@ -353,13 +407,35 @@ class Controller:
             return 0.1
         self.metrics.writes.labels("error").inc()
         self._mark(namespace, False)
-        log.warning(
-            "secret write failed",
-            extra={"fields": {"namespace": namespace, "status": error.status, "reason": error.reason}},
-        )
+        status = error.status or 0
+        reason = WRITE_FAILURE_REASONS.get(status, "server-error" if status >= 500 else "other")
+        self.metrics.write_failures.labels(reason).inc()
         if error.status == 404 or (error.status == 403 and "being terminated" in str(error.body or "")):
             return None  # the namespace is going away
-        return 5.0
+        retry = self._retry_after_failure(namespace)
+        first = self._write_backoff[namespace].failures == 1
+        log.warning(
+            "secret write failed",
+            extra={
+                "fields": {
+                    "namespace": namespace,
+                    "status": error.status,
+                    "reason": error.reason,
+                    "retryIn": round(retry, 1),
+                }
+            },
+        )
+        if first:  # one Event per failing streak, not one per retry
+            record_event(
+                self.core,
+                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.target.name, "namespace": namespace}},
+                reason="SecretWriteFailed",
+                message=f"Secret {namespace}/{self.target.name} could not be written: {error.status} {error.reason}: "
+                f"{_api_message(error)}; retrying with backoff up to {WRITE_RETRY_CAP_SECONDS:.0f}s",
+                warning=True,
+                component=COMPONENT,
+            )
+        return retry
 
     def _reread(self, namespace: str) -> None:
         try:
@@ -371,7 +447,7 @@ class Controller:
         except (ApiException, HTTPError, OSError):
             return
         with self._lock:
-            self._secrets[namespace] = current
+            self._remember_secret(namespace, current)
 
     def _mark(self, namespace: str, synced: bool) -> None:
         with self._lock:
@@ -393,6 +469,14 @@ class Controller:
         log.warning("foreign secret left alone", extra={"fields": {"namespace": namespace, "secret": self.target.name}})
         involved = {"apiVersion": "v1", "kind": "Secret", "metadata": secret.get("metadata") or {}}
         record_event(self.core, involved, reason="ForeignSecret", message=message, warning=True, component=COMPONENT)
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own message (a Status body), shortened; never the object we sent."""
+    try:
+        return str(json.loads(error.body or "{}").get("message", ""))[:300]
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _resource_version(obj: Mapping[str, Any]) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,8 +140,12 @@ class WebhookCertificates:
             f"{service}.{namespace}",
         )
 
-    def ensure(self) -> None:
-        """Renew what needs it and bring caBundle in step; raises ApiException on API failures."""
+    def ensure(self, leading: Callable[[], bool] = lambda: True) -> None:
+        """Renew what needs it and bring caBundle in step; raises ApiException on API failures.
+
+        `leading` is asked again before each write: two replicas rotating at once would leave
+        caBundle and the serving certificate from different authorities.
+        """
         now = datetime.datetime.now(datetime.UTC)
         secret = self._read_secret()
         current = Material.from_secret(secret)
@@ -152,8 +157,10 @@ class WebhookCertificates:
             )
         )
         # caBundle first: the API server must trust a new CA before the webhook serves a certificate it signed.
+        if not leading():
+            return
         self._ensure_bundle(configuration, ca_bundle(material, now))
-        if renewed is not None:
+        if renewed is not None and leading():
             self._write_secret(secret, renewed, configuration)
             log.info(
                 "webhook serving certificate renewed",

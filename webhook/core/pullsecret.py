@@ -9,7 +9,8 @@ import base64
 import datetime
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from webhook.core.token import Token
 
@@ -18,6 +19,8 @@ MANAGED_BY = "ecr-pullthrough"
 EXPIRES_ANNOTATION = "ecr-pullthrough/token-expires-at"
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 DATA_KEY = ".dockerconfigjson"
+# ECR authorization tokens last 12 hours (GetAuthorizationToken); an adopted token's fetch time is estimated from it.
+TOKEN_LIFETIME = datetime.timedelta(hours=12)
 
 
 def desired(namespace: str, name: str, registry: str, token: Token) -> dict[str, Any]:
@@ -78,3 +81,61 @@ def updated(actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, A
         "data": wanted["data"],
         "metadata": metadata,
     }
+
+
+Action = Literal["not-wanted", "in-sync", "foreign", "newer-kept", "create", "update"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What reconcile should do for one namespace, and the Secret to write for create and update."""
+
+    action: Action
+    secret: dict[str, Any] | None = None
+
+
+def plan(
+    *, namespace: str, name: str, registry: str, wanted: bool, token: Token | None, actual: Mapping[str, Any] | None
+) -> Plan:
+    """The reconcile decision, given the token and the Secret that exists (None when there is none)."""
+    if not wanted or token is None:
+        return Plan("not-wanted")
+    target = desired(namespace, name, registry, token)
+    if actual is not None and not is_ours(actual):
+        return Plan("foreign")  # never touch a Secret we do not own
+    if actual is not None and in_sync(actual, target):
+        return Plan("in-sync")
+    newer = expires_at(actual) if actual is not None else None
+    if newer is not None and newer > token.expires_at:
+        return Plan("newer-kept")  # never overwrite a valid token with an older one
+    if actual is None:
+        return Plan("create", target)
+    return Plan("update", updated(actual, target))
+
+
+def token_from(secret: Mapping[str, Any] | None, registry: str, now: datetime.datetime) -> Token | None:
+    """The token a Secret of ours holds for `registry`, if it is still valid; None for anything else.
+
+    Only for the Secret in the controller's own namespace: one in a tenant namespace could be
+    planted by anyone who may write Secrets there, and would then be copied everywhere.
+    """
+    if secret is None or not is_ours(secret) or secret.get("type") != SECRET_TYPE:
+        return None
+    expiry = expires_at(secret)
+    if expiry is None or expiry.tzinfo is None or now >= expiry:
+        return None
+    try:
+        config = json.loads(base64.b64decode((secret.get("data") or {})[DATA_KEY], validate=True))
+        entry = config["auths"][registry]
+        username, password = entry["username"], entry["password"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (isinstance(username, str) and isinstance(password, str) and password):
+        return None
+    return Token(
+        username=username,
+        password=password,
+        expires_at=expiry,
+        fetched_at=min(expiry - TOKEN_LIFETIME, now),
+        endpoint=f"https://{registry}",
+    )

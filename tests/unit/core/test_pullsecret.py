@@ -54,3 +54,47 @@ def test_the_refresh_is_half_way_with_a_floor() -> None:
     expired = Token("AWS", "x", NOW - datetime.timedelta(days=1), NOW)
     assert expired.refresh_at(floor) == NOW + floor
     assert "s3cr3t" not in repr(TOKEN)
+
+
+def token(password: str = "p", hours: float = 12) -> Token:
+    return Token("AWS", password, NOW + datetime.timedelta(hours=hours), NOW)
+
+
+def plan_for(actual: dict[str, object] | None, *, wanted: bool = True, held: Token | None = None) -> pullsecret.Plan:
+    return pullsecret.plan(namespace="ns", name="s", registry=REGISTRY, wanted=wanted, token=held, actual=actual)
+
+
+def test_the_reconcile_decision() -> None:
+    current = token()
+    secret = pullsecret.desired("ns", "s", REGISTRY, current)
+    assert plan_for(None, held=None).action == "not-wanted"
+    assert plan_for(None, wanted=False, held=current).action == "not-wanted"
+    created = plan_for(None, held=current)
+    assert (created.action, created.secret) == ("create", secret)
+    assert plan_for(secret, held=current).action == "in-sync"
+    assert plan_for({**secret, "metadata": {"name": "s"}}, held=current).action == "foreign"
+    newer = pullsecret.desired("ns", "s", REGISTRY, token("newer", hours=20))
+    assert plan_for(newer, held=current).action == "newer-kept"
+    older = {**pullsecret.desired("ns", "s", REGISTRY, token("old", hours=1)), "metadata": {**secret["metadata"]}}
+    older["metadata"]["annotations"] = {pullsecret.EXPIRES_ANNOTATION: (NOW + datetime.timedelta(hours=1)).isoformat()}
+    updated = plan_for(older, held=current)
+    assert updated.action == "update"
+    assert updated.secret is not None
+    assert updated.secret["data"] == secret["data"]
+
+
+def test_a_token_is_adopted_only_from_a_valid_secret_of_ours() -> None:
+    held = token("adopt-me", hours=10)
+    secret = pullsecret.desired("home", "s", REGISTRY, held)
+    adopted = pullsecret.token_from(secret, REGISTRY, NOW)
+    assert adopted is not None
+    assert (adopted.username, adopted.password, adopted.expires_at) == ("AWS", "adopt-me", held.expires_at)
+    assert adopted.fetched_at == held.expires_at - pullsecret.TOKEN_LIFETIME
+    assert adopted.endpoint == f"https://{REGISTRY}"
+    assert pullsecret.token_from(secret, REGISTRY, held.expires_at) is None  # expired
+    assert pullsecret.token_from(secret, "999999999999.dkr.ecr.eu-west-1.amazonaws.com", NOW) is None
+    assert pullsecret.token_from({**secret, "metadata": {"name": "s"}}, REGISTRY, NOW) is None  # not ours
+    assert pullsecret.token_from({**secret, "data": {pullsecret.DATA_KEY: "not base64!"}}, REGISTRY, NOW) is None
+    broken = base64.b64encode(json.dumps({"auths": {REGISTRY: {"username": "AWS"}}}).encode()).decode()
+    assert pullsecret.token_from({**secret, "data": {pullsecret.DATA_KEY: broken}}, REGISTRY, NOW) is None
+    assert pullsecret.token_from(None, REGISTRY, NOW) is None
