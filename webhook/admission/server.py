@@ -1,14 +1,18 @@
-"""The webhook's HTTP layer: transport only (body limit, content type, JSON out).
+"""The webhook's HTTP layer: transport only (body limit, content type, load shedding, JSON out).
 
 Deciding is the handler's job; this module reads at most `max_body_bytes`,
-hands the bytes over and writes the answer back.
+hands the bytes over and writes the answer back. uvicorn runs on uvloop with
+its httptools parser, under the connection deadlines of `connection.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import gc
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -17,8 +21,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook import logs
+from webhook.admission import review
+from webhook.admission.connection import guarded_protocol
 from webhook.admission.handler import AdmissionHandler
 from webhook.admission.metrics import WebhookMetrics
+from webhook.admission.shedding import InFlightLimit
 from webhook.admission.statusfile import StatusFile
 from webhook.admission.tls import ReloadingContext
 from webhook.core.mutate import PodPolicy
@@ -48,11 +55,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
-    app = FastAPI(title="ecr-pullthrough webhook", docs_url=None, redoc_url=None, openapi_url=None)
+@contextlib.asynccontextmanager
+async def _freeze_heap(_: FastAPI) -> AsyncIterator[None]:
+    """Once started, move every object alive (modules, the app, settings) out of the collector's sight.
+
+    Full collections otherwise walk that long-lived heap again and again: 15-20 ms pauses at p99.
+    """
+    gc.collect()
+    gc.freeze()
+    yield
+
+
+def create_app(
+    handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int, max_in_flight: int = 128
+) -> FastAPI:
+    app = FastAPI(
+        title="ecr-pullthrough webhook", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_freeze_heap
+    )
+    app.add_middleware(
+        InFlightLimit,
+        limit=max_in_flight,
+        path="/mutate",
+        on_shed=metrics.admissions.labels("shed").inc,
+    )
 
     @app.post("/mutate")
-    async def mutate(request: Request) -> JSONResponse:
+    async def mutate(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             metrics.admissions.labels("bad_request").inc()
@@ -70,7 +98,7 @@ def create_app(handler: AdmissionHandler, metrics: WebhookMetrics, max_body_byte
             answer = await asyncio.to_thread(handler.handle, body)
         else:
             answer = handler.handle(body)
-        return JSONResponse(answer.body, answer.status)
+        return Response(review.encode(answer.body), answer.status, media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -110,11 +138,17 @@ def serve(settings: WebhookSettings) -> None:
             settings.upstream_status_file, datetime.timedelta(seconds=settings.upstream_status_max_age_seconds)
         )
     handler = AdmissionHandler(policy_from(settings), metrics, status.current if status else None)
-    app = create_app(handler, metrics, settings.max_body_bytes)
+    app = create_app(handler, metrics, settings.max_body_bytes, settings.max_in_flight)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        loop="uvloop",
+        http=guarded_protocol(
+            settings.request_read_timeout_seconds,
+            settings.response_write_timeout_seconds,
+            lambda reason: metrics.connections_cut.labels(reason).inc(),
+        ),
         access_log=False,
         log_config=None,
         server_header=False,
@@ -137,4 +171,5 @@ def serve(settings: WebhookSettings) -> None:
             }
         },
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    # Server.run, not asyncio.run(serve()): only run() builds the loop `loop=` asks for.
+    uvicorn.Server(config).run()

@@ -1,0 +1,105 @@
+"""Deadlines uvicorn does not have: a connection is cut when its client stops sending or stops reading.
+
+uvicorn closes an idle keep-alive connection after `timeout_keep_alive`, but once a client
+has connected (or sent the first byte of a request) it waits forever for the rest of the
+headers and body, and a response the client never reads waits forever in the write
+buffer. Each such connection holds memory and an admission slot; enough of them (slowloris)
+starve every other client. So, on top of uvicorn's fast httptools protocol:
+
+- read deadline: a whole request, headers and body, must arrive within `read_timeout`
+  seconds of its first byte (or of the TLS connection being made, for a client that sends
+  nothing). kube-apiserver sends a review at once; its own webhook timeout is at most 30 s
+  (the chart sets 3 s), so a request still arriving after that is answered to nobody.
+- write deadline: a response the client does not drain within `write_timeout` seconds
+  (the transport stays paused above its high-water mark) is dropped with the connection.
+
+A cut aborts the transport (no flushing to a client that does not read) and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+READ_TIMEOUT_REASON = "read-timeout"
+WRITE_TIMEOUT_REASON = "write-timeout"
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    read_timeout: float = 10.0
+    write_timeout: float = 10.0
+
+    @staticmethod
+    def on_cut(reason: str) -> None:
+        """Called once per connection cut, with READ_TIMEOUT_REASON or WRITE_TIMEOUT_REASON."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_read()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_read()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm_read()
+
+    def on_response_complete(self) -> None:
+        # Between requests uvicorn's own keep-alive timeout applies.
+        self._disarm_read()
+        super().on_response_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.write_timeout, self._cut, WRITE_TIMEOUT_REASON)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _arm_read(self) -> None:
+        if self._read_deadline is None:
+            self._read_deadline = self.loop.call_later(self.read_timeout, self._cut, READ_TIMEOUT_REASON)
+
+    def _disarm_read(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _cut(self, reason: str) -> None:
+        if reason == READ_TIMEOUT_REASON:
+            self._read_deadline = None
+        else:
+            self._write_deadline = None
+        if self.transport.is_closing() and reason == READ_TIMEOUT_REASON:
+            return
+        type(self).on_cut(reason)
+        self.transport.abort()
+
+
+def guarded_protocol(read_timeout: float, write_timeout: float, on_cut: Callable[[str], None]) -> type[GuardedProtocol]:
+    """The protocol class to hand uvicorn (`Config(http=...)`), with these deadlines."""
+    return type(
+        "GuardedProtocol",
+        (GuardedProtocol,),
+        {"read_timeout": read_timeout, "write_timeout": write_timeout, "on_cut": staticmethod(on_cut)},
+    )
