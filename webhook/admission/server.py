@@ -90,7 +90,10 @@ def create_app(
         except BodyTooLargeError:
             metrics.admissions.labels("bad_request").inc()
             log.warning("admission request too large", extra={"fields": {"limit": max_body_bytes}})
-            return JSONResponse({"error": f"body larger than {max_body_bytes} bytes"}, 413)
+            # Close: the rest of an oversized body is not worth reading (or waiting for) to keep the connection.
+            return JSONResponse(
+                {"error": f"body larger than {max_body_bytes} bytes"}, 413, headers={"connection": "close"}
+            )
         # Deciding a pod is CPU-only and takes well under a millisecond: no thread hop. A body large
         # enough to take longer (its JSON decoding, thousands of containers) is decided on a worker
         # thread, so the event loop keeps answering the small reviews queued behind it.
