@@ -75,7 +75,8 @@ def check_answer(review: dict[str, Any], answer: dict[str, Any], rules: RewriteR
         return "allowed"
     assert response["patchType"] == "JSONPatch"
     patch = json.loads(base64.b64decode(response["patch"], validate=True))
-    assert isinstance(patch, list) and patch
+    assert isinstance(patch, list)
+    assert patch
     pod = review["request"]["object"]
     patched = jsonpatch.apply_patch(pod, patch)
     assert_only_decided_changes(pod, patch, patched, rules, secret)
@@ -95,25 +96,32 @@ def assert_only_decided_changes(
             field, index = image.group(1), int(image.group(2))
             original = pod["spec"][field][index]["image"]
             decision = decide(original, rules)
-            assert decision.reason is Reason.REWRITTEN and value == decision.image, (original, value)
+            assert decision.reason is Reason.REWRITTEN, (original, value)
+            assert value == decision.image, (original, value)
             restored["spec"][field][index]["image"] = original
         elif path == "/spec/imagePullSecrets":
-            assert operation["op"] == "add" and value == [{"name": secret}]
+            assert operation["op"] == "add"
+            assert value == [{"name": secret}]
             assert not pod["spec"].get("imagePullSecrets")
             _restore(restored["spec"], pod["spec"], "imagePullSecrets")
         elif path == "/spec/imagePullSecrets/-":
-            assert operation["op"] == "add" and value == {"name": secret}
+            assert operation["op"] == "add"
+            assert value == {"name": secret}
             restored["spec"]["imagePullSecrets"].pop()
         elif path == "/metadata":
-            assert operation["op"] == "add" and pod.get("metadata") is None
-            assert set(value) == {"annotations"} and set(value["annotations"]) <= set(OUR_KEYS)
+            assert operation["op"] == "add"
+            assert pod.get("metadata") is None
+            assert set(value) == {"annotations"}
+            assert set(value["annotations"]) <= set(OUR_KEYS)
             _restore(restored, pod, "metadata")
         elif path == "/metadata/annotations":
-            assert operation["op"] == "add" and pod["metadata"].get("annotations") is None
+            assert operation["op"] == "add"
+            assert pod["metadata"].get("annotations") is None
             assert set(value) <= set(OUR_KEYS)
             _restore(restored["metadata"], pod["metadata"], "annotations")
         elif path in {f"/metadata/annotations/{escape_pointer(key)}" for key in OUR_KEYS}:
-            assert operation["op"] == "add" and isinstance(value, str)
+            assert operation["op"] == "add"
+            assert isinstance(value, str)
             key = next(k for k in OUR_KEYS if path.endswith(escape_pointer(k)))
             _restore(restored["metadata"]["annotations"], pod["metadata"]["annotations"], key)
         else:

@@ -183,5 +183,5 @@ def test_ten_thousand_bad_reviews_never_get_a_5xx_a_hang_or_a_wrong_patch(webhoo
         drill()
     assert sum(outcomes.values()) == REVIEWS
     # The drill reached every outcome, the patched one most of all.
-    assert outcomes["patched"] >= 500 and outcomes["allowed"] >= 500 and outcomes["400"] >= 500, outcomes
+    assert min(outcomes["patched"], outcomes["allowed"], outcomes["400"]) >= 500, outcomes
     assert webhook.process.poll() is None

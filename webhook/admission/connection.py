@@ -10,8 +10,13 @@ starve every other client. So, on top of uvicorn's fast httptools protocol:
   seconds of its first byte (or of the TLS connection being made, for a client that sends
   nothing). kube-apiserver sends a review at once; its own webhook timeout is at most 30 s
   (the chart sets 3 s), so a request still arriving after that is answered to nobody.
-- write deadline: a response the client does not drain within `write_timeout` seconds
-  (the transport stays paused above its high-water mark) is dropped with the connection.
+- write deadline: a response the client does not drain within `write_timeout` seconds is
+  dropped with the connection. Under TLS the answer is encrypted straight into the socket's
+  buffer, so the transport rarely pauses the writer; what shows a client that does not read is
+  a connection that uvicorn closed (after the answer, or idle past the keep-alive timeout)
+  and that is still not gone `write_timeout` seconds later: `close` waits for the buffer to
+  drain, forever if nobody reads it. So it is aborted then. A transport that does pause
+  (answers queued behind an unread one) gets the same deadline.
 
 A cut aborts the transport (no flushing to a client that does not read) and is counted.
 """
@@ -64,6 +69,24 @@ class GuardedProtocol(HttpToolsProtocol):
         # Between requests uvicorn's own keep-alive timeout applies.
         self._disarm_read()
         super().on_response_complete()
+        self._arm_linger()
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._arm_linger()
+
+    def eof_received(self) -> None:
+        super().eof_received()
+        self._arm_linger()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._arm_linger()
+
+    def _arm_linger(self) -> None:
+        """A closed connection must be gone within `write_timeout`: its client read the answer by then."""
+        if self.transport.is_closing() and self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.write_timeout, self._cut, WRITE_TIMEOUT_REASON)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -72,7 +95,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._write_deadline is not None:
+        if self._write_deadline is not None and not self.transport.is_closing():
             self._write_deadline.cancel()
             self._write_deadline = None
 
