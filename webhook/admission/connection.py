@@ -19,6 +19,9 @@ starve every other client. So, on top of uvicorn's fast httptools protocol:
   (answers queued behind an unread one) gets the same deadline.
 
 A cut aborts the transport (no flushing to a client that does not read) and is counted.
+
+It also sheds load: when a request's headers complete with `max_in_flight` request tasks
+already in the server, an admission is answered by the shedding app instead (`shedding.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from webhook.admission.shedding import SHED_PATH
 
 READ_TIMEOUT_REASON = "read-timeout"
 WRITE_TIMEOUT_REASON = "write-timeout"
@@ -36,6 +42,8 @@ WRITE_TIMEOUT_REASON = "write-timeout"
 class GuardedProtocol(HttpToolsProtocol):
     read_timeout: float = 10.0
     write_timeout: float = 10.0
+    max_in_flight: int = 128
+    shed_app: ASGIApp | None = None
 
     @staticmethod
     def on_cut(reason: str) -> None:
@@ -60,6 +68,21 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm_read()
+
+    def on_headers_complete(self) -> None:
+        if (
+            self.shed_app is not None
+            and len(self.tasks) >= self.max_in_flight
+            and self.url.split(b"?", 1)[0] == SHED_PATH
+        ):
+            # uvicorn picks `self.app` for the request it is about to start: lend it the shedding app.
+            app, self.app = self.app, self.shed_app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -119,10 +142,22 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.abort()
 
 
-def guarded_protocol(read_timeout: float, write_timeout: float, on_cut: Callable[[str], None]) -> type[GuardedProtocol]:
-    """The protocol class to hand uvicorn (`Config(http=...)`), with these deadlines."""
+def guarded_protocol(
+    read_timeout: float,
+    write_timeout: float,
+    on_cut: Callable[[str], None],
+    max_in_flight: int,
+    shed_app: ASGIApp,
+) -> type[GuardedProtocol]:
+    """The protocol class to hand uvicorn (`Config(http=...)`), with these deadlines and this limit."""
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
-        {"read_timeout": read_timeout, "write_timeout": write_timeout, "on_cut": staticmethod(on_cut)},
+        {
+            "read_timeout": read_timeout,
+            "write_timeout": write_timeout,
+            "on_cut": staticmethod(on_cut),
+            "max_in_flight": max_in_flight,
+            "shed_app": staticmethod(shed_app),
+        },
     )

@@ -25,7 +25,7 @@ from webhook.admission import review
 from webhook.admission.connection import guarded_protocol
 from webhook.admission.handler import AdmissionHandler
 from webhook.admission.metrics import WebhookMetrics
-from webhook.admission.shedding import InFlightLimit
+from webhook.admission.shedding import shed_app
 from webhook.admission.statusfile import StatusFile
 from webhook.admission.tls import ReloadingContext
 from webhook.core.mutate import PodPolicy
@@ -66,17 +66,9 @@ async def _freeze_heap(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def create_app(
-    handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int, max_in_flight: int = 128
-) -> FastAPI:
+def create_app(handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
     app = FastAPI(
         title="ecr-pullthrough webhook", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_freeze_heap
-    )
-    app.add_middleware(
-        InFlightLimit,
-        limit=max_in_flight,
-        path="/mutate",
-        on_shed=metrics.admissions.labels("shed").inc,
     )
 
     @app.post("/mutate")
@@ -141,7 +133,7 @@ def serve(settings: WebhookSettings) -> None:
             settings.upstream_status_file, datetime.timedelta(seconds=settings.upstream_status_max_age_seconds)
         )
     handler = AdmissionHandler(policy_from(settings), metrics, status.current if status else None)
-    app = create_app(handler, metrics, settings.max_body_bytes, settings.max_in_flight)
+    app = create_app(handler, metrics, settings.max_body_bytes)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -151,6 +143,8 @@ def serve(settings: WebhookSettings) -> None:
             settings.request_read_timeout_seconds,
             settings.response_write_timeout_seconds,
             lambda reason: metrics.connections_cut.labels(reason).inc(),
+            settings.max_in_flight,
+            shed_app(metrics.admissions.labels("shed").inc),
         ),
         access_log=False,
         log_config=None,
