@@ -139,8 +139,8 @@ class DecisionCache:
         if found is None:
             found = decide(image, self.rules, verified)
             if len(memo) >= self.maxsize:
-                # Threads (large reviews are decided off the event loop) may race here: losing
-                # an entry or two is harmless, the bound still holds.
+                # Threads (large reviews are decided off the event loop) may race here: losing an
+                # entry is harmless, and the memo exceeds `maxsize` by at most one per racing thread.
                 with contextlib.suppress(KeyError, RuntimeError, StopIteration):
                     del memo[next(iter(memo))]
             memo[image] = found
