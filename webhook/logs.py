@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+import orjson
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -30,7 +32,11 @@ class JsonFormatter(logging.Formatter):
         document.update(getattr(record, "fields", {}))
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document, default=str, separators=(",", ":"))
+        # orjson: one admission line costs microseconds, not more than the decision it reports.
+        try:
+            return orjson.dumps(document, default=str).decode()
+        except TypeError:  # a lone surrogate, a non-string key, an integer past 64 bits
+            return json.dumps(document, default=str, separators=(",", ":"))
 
 
 OURS = "ecr_pullthrough"

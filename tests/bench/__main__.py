@@ -12,20 +12,27 @@ Every loop is bounded in count and time and talks only to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
+import socket
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.drills import rss_bytes
 from tests.strategies import REGISTRY
 from tests.support import webhook_process
 from webhook.admission import review
@@ -35,14 +42,79 @@ from webhook.core.mutate import PodPolicy
 from webhook.core.rewrite import RewriteRules, decide
 
 
+def _container(i: int, image: str) -> dict[str, Any]:
+    """A container as kube-apiserver sends it after defaulting: env, probes, mounts, resources (~3.3 KB)."""
+    probe = {
+        "httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"},
+        "initialDelaySeconds": 5,
+        "timeoutSeconds": 1,
+        "periodSeconds": 10,
+        "successThreshold": 1,
+        "failureThreshold": 3,
+    }
+    return {
+        "name": f"c{i}",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--config=/etc/app/config.yaml", "--log-level=info", f"--shard={i}"],
+        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+        "env": [{"name": f"SETTING_{n}", "value": f"value-{n}-of-container-{i}-with-some-length"} for n in range(30)]
+        + [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}}],
+        "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}},
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/app", "readOnly": True},
+            {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+        ],
+        "livenessProbe": probe,
+        "readinessProbe": probe,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+
+
 def pod_review(containers: int) -> dict[str, Any]:
+    """A pod shaped as kube-apiserver sends it (10 containers: about 37 KB)."""
     images = ["nginx:1.27", "bitnami/redis:7.2", "ghcr.io/org/app:1", "quay.io/prometheus/node-exporter:v1.8.2"]
     pod = {
-        "metadata": {"generateName": "bench-", "labels": {"app": "bench"}},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "bench-7d9f8c6b5-",
+            "namespace": "bench",
+            "labels": {"app": "bench", "pod-template-hash": "7d9f8c6b5"},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "bench-7d9f8c6b5", "uid": str(uuid.uuid4())}
+            ],
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "fieldsType": "FieldsV1",
+                }
+            ],
+        },
         "spec": {
-            "containers": [
-                {"name": f"c{i}", "image": images[i % len(images)], "resources": {}} for i in range(containers)
-            ]
+            "containers": [_container(i, images[i % len(images)]) for i in range(containers)],
+            "volumes": [{"name": "config", "configMap": {"name": "bench", "defaultMode": 420}}],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default",
+            "securityContext": {},
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                }
+            ],
+            "priority": 0,
+            "enableServiceLinks": True,
+            "preemptionPolicy": "PreemptLowerPriority",
         },
     }
     return review.pod_review(pod, namespace="bench", uid=str(uuid.uuid4()))
@@ -150,6 +222,119 @@ def bench_webhook(requests: int, concurrency: int) -> dict[str, Any]:
         "requests_per_second": round(len(latencies) / elapsed),
         **percentiles(latencies),
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pinned(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+@contextlib.contextmanager
+def _server(kind: str, folder: Path, pythonpath: str | None) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The webhook (as deployed: info logs, one line per admission) or the bare app, pinned to core 0."""
+    from tests.support import free_port, serving_pair, stop_process, wait_for
+
+    ca, cert, key = serving_pair(folder)
+    (folder / "ca.crt").write_bytes(ca.cert_pem)
+    port = free_port()
+    if kind == "bare":
+        command = [sys.executable, "-m", "tests.bench.bare", "--tls-cert", str(cert), "--tls-key", str(key)]
+        command += ["--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "webhook", "webhook", "--tls-cert", str(cert), "--tls-key", str(key)]
+        command += ["--port", str(port), "--registry", REGISTRY, "--require-verified-upstreams=false"]
+    env = dict(os.environ, PYTHONPATH=pythonpath or os.getcwd())
+    with open(folder / f"{kind}.log", "wb") as log:
+        # `python -m` puts the working directory first on sys.path: run from the tree to measure.
+        process = subprocess.Popen(
+            [*_pinned(0), *command], stdout=log, stderr=log, env=env, cwd=pythonpath or os.getcwd()
+        )
+    try:
+        context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+        def ready() -> bool:
+            assert process.poll() is None, (folder / f"{kind}.log").read_text()
+            with (
+                socket.create_connection(("127.0.0.1", port), 1) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1"),
+            ):
+                return True
+
+        wait_for(ready, timeout=30)
+        yield process, port
+    finally:
+        stop_process(process)
+
+
+def _load(port: int, folder: Path, body: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+    command = [sys.executable, "-m", "tests.bench.load", str(port), str(folder / "ca.crt"), str(body)]
+    command += [str(concurrency), str(seconds)]
+    done = subprocess.run([*_pinned(1), *command], capture_output=True, check=True, text=True)
+    return dict(json.loads(done.stdout))
+
+
+def bench_against_bare(seconds: float, long_seconds: float, webhook_pythonpath: str | None) -> dict[str, Any]:
+    """The webhook beside the bare-ASGI ceiling, in the same run, same uvicorn settings and TLS.
+
+    Server pinned to core 0, load generator to core 1 (taskset). Every response is checked.
+    """
+    from tests.drills import check_answer
+
+    results: dict[str, Any] = {
+        "pinning": "server on core 0, load generator on core 1" if _pinned(0) else "not pinned",
+        "runs": [],
+    }
+    with (
+        tempfile.TemporaryDirectory() as bare_folder,
+        tempfile.TemporaryDirectory() as hook_folder,
+        _server("bare", Path(bare_folder), None) as (bare, bare_port),
+        _server("webhook", Path(hook_folder), webhook_pythonpath) as (hook, hook_port),
+    ):
+        rules = RewriteRules(registry=REGISTRY)
+        for containers in (1, 10):
+            review_ = pod_review(containers)
+            body = Path(hook_folder) / f"review-{containers}.json"
+            body.write_bytes(json.dumps(review_).encode())
+            answer = httpx.post(
+                f"https://127.0.0.1:{hook_port}/mutate",
+                content=body.read_bytes(),
+                headers={"Content-Type": "application/json"},
+                verify=ssl.create_default_context(cafile=str(Path(hook_folder) / "ca.crt")),
+            )
+            check_answer(review_, answer.json(), rules, "ecr-pullthrough")
+            for concurrency in (1, 8, 32):
+                row: dict[str, Any] = {"containers": containers, "body_bytes": len(body.read_bytes())}
+                row["concurrency"] = concurrency
+                for name, process, port, folder in (
+                    ("bare", bare, bare_port, bare_folder),
+                    ("webhook", hook, hook_port, hook_folder),
+                ):
+                    cpu = _cpu_seconds(process.pid)
+                    measured = _load(port, Path(folder), body, concurrency, seconds)
+                    measured["server_cpu_us_per_request"] = round(
+                        (_cpu_seconds(process.pid) - cpu) / max(1, measured["requests"]) * 1e6
+                    )
+                    row[name] = measured
+                row["ratio_to_bare"] = round(
+                    row["webhook"]["requests_per_second"] / row["bare"]["requests_per_second"], 3
+                )
+                results["runs"].append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+        body = Path(hook_folder) / "review-10.json"
+        rss_before = rss_bytes(hook.pid)
+        long_run = _load(hook_port, Path(hook_folder), body, 8, long_seconds)
+        results["rss"] = {
+            "admissions_in_long_run": long_run["requests"],
+            "long_run_seconds": long_seconds,
+            "before_long_run_mib": round(rss_before / 2**20, 1),
+            "after_long_run_mib": round(rss_bytes(hook.pid) / 2**20, 1),
+            "bare_mib": round(rss_bytes(bare.pid) / 2**20, 1),
+        }
+    return results
 
 
 def bench_controller() -> dict[str, Any]:
@@ -266,13 +451,26 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-controller", action="store_true", help="skip the control-plane benchmark")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each run of the webhook-vs-bare matrix")
+    parser.add_argument("--long-seconds", type=float, default=60.0, help="the long run that measures RSS")
+    parser.add_argument("--only-webhook", action="store_true", help="only the webhook-vs-bare matrix")
+    parser.add_argument(
+        "--webhook-pythonpath", help="run the webhook from this source tree (e.g. an older commit, for before/after)"
+    )
     options = parser.parse_args()
+    if options.only_webhook:
+        result = bench_against_bare(options.seconds, options.long_seconds, options.webhook_pythonpath)
+        text = json.dumps({"webhook_vs_bare": result}, indent=2)
+        print(text)
+        options.output.write_text(text + "\n")
+        return 0
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "decide": bench_decide(),
         "decide_worst_image": bench_worst_image(),
         "handler": [bench_handler(3), bench_handler(50)],
         "webhook_over_tls": bench_webhook(options.requests, options.concurrency),
+        "webhook_vs_bare": bench_against_bare(options.seconds, options.long_seconds, options.webhook_pythonpath),
     }
     if not options.no_controller:
         results["controller"] = bench_controller()

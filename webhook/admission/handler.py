@@ -17,6 +17,7 @@ from typing import Any
 from webhook.admission import review
 from webhook.admission.metrics import WebhookMetrics
 from webhook.core.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
+from webhook.core.rewrite import DecisionCache
 from webhook.core.upstream_status import Verification
 
 # Longer than any valid reference (images.MAX_REFERENCE_LENGTH), short enough for one log line.
@@ -41,6 +42,8 @@ class AdmissionHandler:
         self.metrics = metrics
         # None: rewrite without asking whether the upstream is verified.
         self.verification = verification
+        self.cache = DecisionCache(policy.rules)
+        self._image_counters: dict[tuple[str, str], Any] = {}
 
     def handle(self, body: bytes) -> Answer:
         started = time.perf_counter()
@@ -52,9 +55,9 @@ class AdmissionHandler:
             return Answer(400, {"uid": error.uid, "error": error.reason})
         try:
             answer = self._review(request)
-        except Exception:
+        except Exception:  # fail open: a bug of ours must never block a pod
             self.metrics.admissions.labels("error").inc()
-            log.exception("admission failed; allowed unchanged", extra={"fields": _request_fields(request)})
+            log.exception("admission failed; allowed unchanged", extra={"fields": {"uid": request.uid}})
             answer = review.allowed(request.uid)
         self.metrics.duration.observe(time.perf_counter() - started)
         return Answer(200, answer)
@@ -87,13 +90,23 @@ class AdmissionHandler:
             sub_resource=request.sub_resource,
             old_pod=request.old_object,
             verified=self.verification() if self.verification else None,
+            cache=self.cache,
         )
         outcome = "skipped" if mutation.skipped else "patched" if mutation.patch else "unchanged"
         self.metrics.admissions.labels(outcome).inc()
         for item in mutation.containers:
-            self.metrics.images.labels(item.decision.reason.value, mutation.mode).inc()
-        log.info("admission", extra={"fields": {**fields, "outcome": outcome, **describe(mutation)}})
+            self._count_image(item.decision.reason.value, mutation.mode)
+        if log.isEnabledFor(logging.INFO):
+            fields["outcome"] = outcome
+            fields.update(describe(mutation))
+            log.info("admission", extra={"fields": fields})
         return review.patched(request.uid, mutation.patch)
+
+    def _count_image(self, reason: str, mode: str) -> None:
+        counter = self._image_counters.get((reason, mode))
+        if counter is None:
+            counter = self._image_counters[(reason, mode)] = self.metrics.images.labels(reason, mode)
+        counter.inc()
 
 
 def describe(mutation: Mutation) -> dict[str, Any]:
@@ -122,11 +135,14 @@ def _loggable(image: object) -> object:
 
 
 def _request_fields(request: review.AdmissionRequest) -> dict[str, Any]:
-    metadata = (request.object or {}).get("metadata") or {}
+    metadata = (request.object or {}).get("metadata")
+    pod = request.name
+    if not pod and isinstance(metadata, dict):
+        pod = next((v for v in (metadata.get("name"), metadata.get("generateName")) if isinstance(v, str) and v), "")
     return {
         "uid": request.uid,
         "namespace": request.namespace,
-        "pod": request.name or metadata.get("name") or metadata.get("generateName", ""),
+        "pod": pod,
         "operation": request.operation,
         "subResource": request.sub_resource,
         "dryRun": request.dry_run,

@@ -11,7 +11,8 @@ class WebhookMetrics:
         self.admissions = Counter(
             "ecr_pullthrough_admissions",
             "Admission requests by outcome: patched, unchanged, skipped (opt-out, mirror pod, excluded namespace), "
-            "ignored (not a pod), error (allowed unchanged after an internal error), bad_request.",
+            "ignored (not a pod), error (allowed unchanged after an internal error), bad_request, "
+            "shed (503 before reading the body: too many admissions in flight).",
             ["outcome"],
             registry=self.registry,
         )
@@ -31,5 +32,12 @@ class WebhookMetrics:
             "ecr_pullthrough_tls_reloads",
             "Serving certificate reloads after the files changed, by result (ok, error).",
             ["result"],
+            registry=self.registry,
+        )
+        self.connections_cut = Counter(
+            "ecr_pullthrough_connections_cut",
+            "Connections aborted by reason: read-timeout (a request not fully sent in time, slowloris), "
+            "write-timeout (a client that does not read its answer).",
+            ["reason"],
             registry=self.registry,
         )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from webhook.core.rewrite import Decision, Reason, RewriteRules, decide
+from webhook.core.rewrite import Decision, DecisionCache, Reason, RewriteRules, decide
 from webhook.core.upstream_status import Verification
 
 Mode = Literal["enforce", "audit"]
@@ -91,8 +91,19 @@ def mutate_pod(
     sub_resource: str = "",
     old_pod: Mapping[str, Any] | None = None,
     verified: Verification | None = None,
+    cache: DecisionCache | None = None,
 ) -> Mutation:
-    """Decide every container image of `pod` and build the minimal patch."""
+    """Decide every container image of `pod` and build the minimal patch.
+
+    `cache`, if given, must hold `policy.rules`. A pod whose shape no API server would send
+    (a field of the wrong JSON type on the way to an image) is skipped: a patch for it
+    might not apply.
+    """
+    on_subresource = sub_resource == EPHEMERAL_SUBRESOURCE
+    fields: Sequence[ContainerField] = ("ephemeralContainers",) if on_subresource else CONTAINER_FIELDS
+    problem = _malformed(pod, fields)
+    if problem:
+        return Mutation(skipped=f"malformed-pod: {problem}", mode=policy.mode)
     metadata = pod.get("metadata") or {}
     if (metadata.get("annotations") or {}).get(MIRROR_POD_ANNOTATION) is not None:
         return Mutation(skipped="mirror-pod", mode=policy.mode)
@@ -102,8 +113,6 @@ def mutate_pod(
         return Mutation(skipped="namespace-excluded", mode=policy.mode)
 
     spec = pod.get("spec") or {}
-    on_subresource = sub_resource == EPHEMERAL_SUBRESOURCE
-    fields: Sequence[ContainerField] = ("ephemeralContainers",) if on_subresource else CONTAINER_FIELDS
     # On the subresource only new ephemeral containers may change; a pod's pull
     # secrets are fixed after creation, so rewrite only if ours is already there.
     existing = _container_names(old_pod, "ephemeralContainers") if on_subresource else set()
@@ -111,11 +120,12 @@ def mutate_pod(
     decisions: list[ContainerDecision] = []
     for field_name in fields:
         for index, container in enumerate(spec.get(field_name) or []):
-            name = str(container.get("name", ""))
+            name = _name(container)
             if name in existing:
                 continue
             image = container.get("image")
-            decision = decide(image if isinstance(image, str) else "", policy.rules, verified)
+            image = image if isinstance(image, str) else ""
+            decision = cache.decide(image, verified) if cache else decide(image, policy.rules, verified)
             if on_subresource and decision.changed and not secret_present:
                 decision = Decision(
                     original=decision.original,
@@ -148,7 +158,7 @@ def _patch(
             operations.append({"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": policy.secret_name}]})
     key, value = _annotation(pod, rewritten, policy.mode)
     metadata = pod.get("metadata") or {}
-    if "metadata" not in pod:
+    if pod.get("metadata") is None:  # absent or null: `add` creates or replaces the member
         operations.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
     elif metadata.get("annotations") is None:
         operations.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
@@ -161,9 +171,10 @@ def _annotation(pod: Mapping[str, Any], rewritten: Sequence[ContainerDecision], 
     """The annotation key and its JSON map, merged with what an earlier invocation recorded."""
     key = ORIGINAL_IMAGES_ANNOTATION if mode == "enforce" else AUDIT_ANNOTATION
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    previous = annotations.get(key)
     try:
-        recorded = json.loads(annotations.get(key) or "{}")
-    except json.JSONDecodeError:
+        recorded = json.loads(previous) if isinstance(previous, str) and previous else {}
+    except (json.JSONDecodeError, RecursionError):
         recorded = {}
     if not isinstance(recorded, dict):
         recorded = {}
@@ -179,7 +190,39 @@ def _has_pull_secret(spec: Mapping[str, Any], name: str) -> bool:
 def _container_names(pod: Mapping[str, Any] | None, field_name: ContainerField) -> set[str]:
     if not pod:
         return set()
-    return {str(c.get("name", "")) for c in (pod.get("spec") or {}).get(field_name) or []}
+    spec = pod.get("spec")
+    containers = spec.get(field_name) if isinstance(spec, Mapping) else None
+    if not isinstance(containers, list):
+        return set()
+    return {_name(c) for c in containers if isinstance(c, Mapping)}
+
+
+def _name(container: Mapping[str, Any]) -> str:
+    name = container.get("name", "")
+    return name if isinstance(name, str) else ""
+
+
+def _malformed(pod: Mapping[str, Any], fields: Sequence[ContainerField]) -> str:
+    """What makes `pod` a shape no API server sends, on the paths we read or patch; "" when none."""
+    metadata = pod.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        return "metadata is not an object"
+    for key in ("annotations", "labels"):
+        if metadata and metadata.get(key) is not None and not isinstance(metadata[key], Mapping):
+            return f"metadata.{key} is not an object"
+    spec = pod.get("spec")
+    if spec is None:
+        return ""
+    if not isinstance(spec, Mapping):
+        return "spec is not an object"
+    for key in (*fields, "imagePullSecrets"):
+        value = spec.get(key)
+        if value is not None and not isinstance(value, list):
+            return f"spec.{key} is not a list"
+    for key in fields:
+        if not all(isinstance(container, Mapping) for container in spec.get(key) or []):
+            return f"spec.{key} holds something that is not an object"
+    return ""
 
 
 def escape_pointer(token: str) -> str:

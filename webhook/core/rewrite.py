@@ -6,6 +6,7 @@ mode) calls `decide`; nothing else knows the rules. Pure: no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 from collections.abc import Mapping
@@ -111,3 +112,36 @@ def decide(image: str, rules: RewriteRules, verified: Verification | None = None
         return unchanged(Reason.UPSTREAM_UNVERIFIED, verified.reason_for(upstream))
     rewritten = images.ImageReference(domain=rules.registry, path=path, tag=reference.tag, digest=reference.digest)
     return Decision(original=image, image=str(rewritten), reason=Reason.REWRITTEN)
+
+
+class DecisionCache:
+    """`decide` for one set of rules, remembered: pods repeat the same few images endlessly.
+
+    A decision depends on the image string, the rules and the verification snapshot, and on
+    nothing else. The rules are fixed for the cache's life; the memo is emptied whenever the
+    snapshot is not the one it was filled under (compared by value), so an answer never
+    outlives the facts it came from. At most `maxsize` entries (oldest dropped first), so
+    endless distinct strings cannot grow memory.
+    """
+
+    def __init__(self, rules: RewriteRules, maxsize: int = 4096) -> None:
+        self.rules, self.maxsize = rules, maxsize
+        # (snapshot, memo) swapped as one object, so a thread never files a decision under another snapshot.
+        self._state: tuple[Verification | None, dict[str, Decision]] = (None, {})
+
+    def decide(self, image: str, verified: Verification | None = None) -> Decision:
+        state = self._state
+        if state[0] is not verified:
+            state = (verified, state[1] if state[0] == verified else {})
+            self._state = state
+        memo = state[1]
+        found = memo.get(image)
+        if found is None:
+            found = decide(image, self.rules, verified)
+            if len(memo) >= self.maxsize:
+                # Threads (large reviews are decided off the event loop) may race here: losing an
+                # entry is harmless, and the memo exceeds `maxsize` by at most one per racing thread.
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    del memo[next(iter(memo))]
+            memo[image] = found
+        return found

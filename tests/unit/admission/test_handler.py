@@ -85,11 +85,45 @@ def test_unexpected_objects_are_allowed_unchanged_and_counted(
     assert count(metrics, "ecr_pullthrough_admissions_total", outcome="ignored") == 1
 
 
-def test_an_internal_error_allows_the_pod_unchanged(handler: AdmissionHandler, metrics: WebhookMetrics) -> None:
-    broken = {"metadata": {}, "spec": {"containers": ["not-a-mapping"]}}
-    answer = handler.handle(body(broken))
+def test_an_internal_error_allows_the_pod_unchanged(
+    handler: AdmissionHandler, metrics: WebhookMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr("webhook.admission.handler.mutate_pod", broken)
+    answer = handler.handle(body(POD))
     assert (answer.status, answer.body["response"]) == (200, {"uid": "uid-7", "allowed": True})
     assert count(metrics, "ecr_pullthrough_admissions_total", outcome="error") == 1
+
+
+@pytest.mark.parametrize(
+    ("pod", "problem"),
+    [
+        ({"metadata": [], "spec": {"containers": [{"name": "c", "image": "nginx"}]}}, "metadata is not an object"),
+        ({"metadata": {"annotations": "x"}, "spec": {}}, "metadata.annotations is not an object"),
+        ({"metadata": {}, "spec": {"containers": ["not-a-mapping"]}}, "spec.containers holds something"),
+        ({"spec": {"containers": {"c": {"image": "nginx"}}}}, "spec.containers is not a list"),
+        ({"spec": {"containers": [{"image": "nginx"}], "imagePullSecrets": {"name": "x"}}}, "imagePullSecrets"),
+        ({"spec": "nginx"}, "spec is not an object"),
+    ],
+)
+def test_a_pod_no_api_server_would_send_is_skipped_not_patched(
+    handler: AdmissionHandler, metrics: WebhookMetrics, pod: dict[str, Any], problem: str
+) -> None:
+    answer = handler.handle(body(pod))
+    assert (answer.status, answer.body["response"]) == (200, {"uid": "uid-7", "allowed": True})
+    assert count(metrics, "ecr_pullthrough_admissions_total", outcome="skipped") == 1
+
+
+@pytest.mark.parametrize("metadata", [None, {"annotations": None}, {"name": ["x"], "generateName": 7}])
+def test_null_metadata_gets_a_patch_that_applies(handler: AdmissionHandler, metadata: Any) -> None:
+    import jsonpatch
+
+    pod = {"metadata": metadata, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    patch = json.loads(base64.b64decode(handler.handle(body(pod)).body["response"]["patch"]))
+    patched = jsonpatch.apply_patch(pod, patch)
+    assert patched["spec"]["containers"][0]["image"] == f"{REGISTRY}/docker-hub/library/nginx"
 
 
 def test_a_malformed_body_is_a_400_with_a_reason(handler: AdmissionHandler, metrics: WebhookMetrics) -> None:

@@ -126,3 +126,24 @@ def test_other_registries_never_change(host: str, path: str, tag: str | None) ->
 def test_any_string_gets_a_decision_never_an_exception(image: str) -> None:
     decision = decide(image, RULES)
     assert decision.reason in Reason
+
+
+def test_the_decision_cache_answers_as_decide_is_bounded_and_forgets_on_a_new_snapshot() -> None:
+    import datetime
+
+    from webhook.core.rewrite import DecisionCache
+    from webhook.core.upstream_status import Verification
+
+    rules = RewriteRules(registry=REGISTRY)
+    cache = DecisionCache(rules, maxsize=100)
+    verified = Verification(frozenset({"docker.io"}), {})
+    for i in range(1_000):
+        image = f"team/app{i}:1"
+        assert cache.decide(image, verified) == decide(image, rules, verified)
+    assert len(cache._state[1]) <= 100
+    # A new snapshot, even if it only changes a reason, is a new set of facts: nothing carries over.
+    unknown = Verification(frozenset(), {}, f"stale at {datetime.datetime.now(datetime.UTC)}")
+    assert cache.decide("nginx", unknown) == decide("nginx", rules, unknown)
+    assert cache.decide("nginx", unknown).reason.value == "upstream-unverified"
+    assert len(cache._state[1]) == 1
+    assert cache.decide("nginx", Verification(frozenset({"docker.io"}), {})).reason.value == "rewritten"
