@@ -61,6 +61,9 @@ class FakeEcr:
         # The registry answers with a broken status line, as a misbehaving egress proxy may:
         # http.client raises BadStatusLine, which is not an OSError.
         self.registry_garbage = False
+        self.registry_ids: set[str] = set()  # registryId named by each pull-through-cache call
+        self.token_denied = False  # GetAuthorizationToken alone is refused: tokens cannot be renewed
+        self.throttled: set[str] = set()  # operations answered with ThrottlingException
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
@@ -76,6 +79,8 @@ class FakeEcr:
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": "fake-secret-for-tests",
             "AWS_EC2_METADATA_DISABLED": "true",
+            # The controller probes the configured registry's API; here, this fake's.
+            "ECR_PULLTHROUGH_REGISTRY_API_URL": self.url,
         }
 
     def password(self, n: int) -> str:
@@ -139,6 +144,10 @@ class FakeEcr:
             return 400, {"__type": "AccessDeniedException", "message": "User is not authorized to perform ecr:X"}
         if self.mode == "throttle":
             return 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
+        if operation in self.throttled:
+            return 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
+        if operation == "GetAuthorizationToken" and self.token_denied:
+            return 400, {"__type": "AccessDeniedException", "message": "not authorized to ecr:GetAuthorizationToken"}
         if operation == "GetAuthorizationToken":
             self.tokens_issued += 1
             secret = base64.b64encode(f"AWS:{self.password(self.tokens_issued)}".encode()).decode()
@@ -152,6 +161,8 @@ class FakeEcr:
                     }
                 ]
             }
+        if operation in ("DescribePullThroughCacheRules", "ValidatePullThroughCacheRule"):
+            self.registry_ids.add(json.loads(body or b"{}").get("registryId", "<none>"))
         if operation == "DescribePullThroughCacheRules":
             return 200, {
                 "pullThroughCacheRules": [

@@ -305,6 +305,11 @@ class ControllerSettings(CommonSettings):
     verify_seconds: float = Field(
         1800, gt=0, description="how often to verify the upstreams (sooner, with backoff, while one fails)"
     )
+    registry_api_url: str = Field(
+        "",
+        description="the registry API the upstream probes go to (default https://<registry>; "
+        "for a proxy in front of ECR, or a test stand-in)",
+    )
     probe_images: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="upstream host -> repository:tag pulled (manifest only) through the cache to verify it, "

@@ -386,6 +386,69 @@ def bench_controller() -> dict[str, Any]:
     }
 
 
+def bench_memory(namespaces: int) -> dict[str, Any]:
+    """Peak RSS of the controller at `namespaces` namespaces (target under 150 MiB at 10,000), on a fresh
+    control plane: the leader that writes every Secret, then a cold start that lists them all (a re-list)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes import client
+
+    from tests.controlplane import build
+    from tests.e2e import test_controller as scenario
+    from tests.e2e.chart import apply, render
+    from tests.e2e.controllers import controller_process, token_kubeconfig
+    from tests.e2e.controlplane import ControlPlane
+    from tests.fake_ecr import fake_ecr
+    from tests.support import wait_for
+
+    def peak_mib(pid: int) -> float:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    # Its own write limit: 10,000 writes at the default 20/s would take over 8 minutes.
+    fast = (*scenario.FAST, "--api-qps", "2000", "--api-burst", "2000")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        ControlPlane(build.binary_path("etcd"), build.binary_path("kube-apiserver")) as plane,
+    ):
+        plane.create_namespace(scenario.RELEASE_NAMESPACE)
+        with plane.api_client() as api:
+            templates = ("templates/controller-rbac.yaml", "templates/controller-policy.yaml")
+            apply(api, render(build.binary_path("helm"), show_only=templates), "")
+            token = plane.service_account_token(scenario.RELEASE_NAMESPACE, scenario.SERVICE_ACCOUNT)
+            kubeconfig = token_kubeconfig(plane, token, Path(folder) / "kubeconfig")
+            core = client.CoreV1Api(api)
+            started = time.monotonic()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i: core.create_namespace({"metadata": {"name": f"scale-{i}"}}), range(namespaces)))
+            created = time.monotonic() - started
+            with fake_ecr() as ecr:
+                with controller_process(kubeconfig, ecr, Path(folder), "writer", *fast) as writer:
+                    wait_for(
+                        lambda: writer.metric("ecr_pullthrough_namespaces_in_sync") >= namespaces,
+                        timeout=1800,
+                        interval=1,
+                    )
+                    writer_peak = peak_mib(writer.process.pid)
+                    written = time.monotonic() - started - created
+                with controller_process(kubeconfig, ecr, Path(folder), "cold", *fast) as cold:
+                    wait_for(
+                        lambda: cold.metric("ecr_pullthrough_namespaces_in_sync") >= namespaces,
+                        timeout=1800,
+                        interval=1,
+                    )
+                    cold_peak = peak_mib(cold.process.pid)
+    return {
+        "namespaces": namespaces,
+        "seconds_to_create_namespaces": round(created, 1),
+        "seconds_until_all_hold_a_secret": round(written, 1),
+        "writer_peak_rss_mib": writer_peak,
+        "cold_start_relist_peak_rss_mib": cold_peak,
+    }
+
+
 def bench_handover(plane: Any, kubeconfig: Path, folder: Path, names: set[str]) -> dict[str, Any]:
     """Secret writes made by a leadership handover with a fresh token (target 0), and a standby's CPU
     over a minute after it lost the lease while its old token's refresh time passed (target under 1%)."""
@@ -451,6 +514,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-controller", action="store_true", help="skip the control-plane benchmark")
+    parser.add_argument(
+        "--memory-namespaces", type=int, default=10_000, help="controller RSS at this many namespaces (0: skip)"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="each run of the webhook-vs-bare matrix")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="the long run that measures RSS")
     parser.add_argument("--only-webhook", action="store_true", help="only the webhook-vs-bare matrix")
@@ -474,6 +540,8 @@ def main() -> int:
     }
     if not options.no_controller:
         results["controller"] = bench_controller()
+        if options.memory_namespaces:
+            results["controller_memory"] = bench_memory(options.memory_namespaces)
     text = json.dumps(results, indent=2)
     print(text)
     options.output.write_text(text + "\n")

@@ -284,3 +284,32 @@ def test_the_program_accepts_the_settings_the_chart_renders(
         parsed = models[command](_cli_parse_args=args)  # type: ignore[call-arg]
         assert parsed.secret_name == "ecr-pullthrough"
         assert parsed.registry_host.endswith(".amazonaws.com")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "printed"),
+    [
+        ({"docker.io": {"verified": True}, "quay.io": {"verified": True}}, 0, "quay.io: verified"),
+        (
+            {"docker.io": {"verified": True}, "quay.io": {"verified": False, "reason": "no rule for quay.io"}},
+            1,
+            "quay.io: UNVERIFIED: no rule for quay.io",
+        ),
+        ({}, 1, ""),
+        (None, 1, "no upstream status yet"),
+    ],
+)
+def test_helm_test_fails_while_an_upstream_is_unverified(
+    helm: Path, tmp_path: Path, status: dict[str, Any] | None, code: int, printed: str
+) -> None:
+    [pod] = render(helm, show_only=("templates/tests/test-upstreams.yaml",))
+    [volume] = pod["spec"]["volumes"]
+    assert volume["configMap"]["name"] == "ecr-pullthrough-upstream-status"
+    script = pod["spec"]["containers"][0]["command"][2]
+    path = tmp_path / "status.json"
+    if status is not None:
+        path.write_text(json.dumps({"version": 1, "checkedAt": "2026-11-30T00:00:00+00:00", "upstreams": status}))
+    local = script.replace("/etc/ecr-pullthrough/status/status.json", str(path))
+    done = subprocess.run(["python3", "-c", local], capture_output=True, text=True, check=False)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert printed in done.stdout

@@ -1,26 +1,43 @@
 """Verifying upstreams against the fake ECR endpoint (its API and its registry), through boto3 and HTTP."""
 
+import datetime
+
 from tests.fake_ecr import FakeEcr
 from webhook.controller.ecr import TokenSource, ecr_client
 from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.core.token import Token
-from webhook.core.upstream_status import StatusDocument
+from webhook.core.upstream_status import Check
+
+ACCOUNT = "123456789012"
 
 
 def verify(
     prefix: str = "docker-hub", upstreams: dict[str, str] | None = None, probes: dict[str, str] | None = None
 ) -> dict[str, tuple[bool, str]]:
+    """{upstream: (verified, reason)} of one verification."""
+    return {c.upstream: (c.problem is None, c.problem or "") for c in checks(prefix, upstreams, probes)}
+
+
+def checks(
+    prefix: str = "docker-hub",
+    upstreams: dict[str, str] | None = None,
+    probes: dict[str, str] | None = None,
+    *,
+    token: Token | None = None,
+    now: datetime.datetime | None = None,
+    url: str | None = None,
+) -> list[Check]:
     client = ecr_client("us-east-1", connect_timeout=1, read_timeout=2, max_attempts=1)
-    token: Token | None = None
-
-    def current() -> Token | None:
-        nonlocal token
-        token = token or TokenSource(client).fetch()
-        return token
-
-    verifier = Verifier(client, configured_upstreams(prefix, upstreams or {}, probes or {}), current, http_timeout=2)
-    document: StatusDocument = verifier.verify()
-    return {s.upstream: (s.verified, s.reason) for s in document.upstreams}
+    held = token or TokenSource(client).fetch()
+    verifier = Verifier(
+        client,
+        configured_upstreams(prefix, upstreams or {}, probes or {}),
+        lambda: held,
+        registry_id=ACCOUNT,
+        registry_url=url or held.endpoint,
+        http_timeout=2,
+    )
+    return verifier.verify(now or datetime.datetime.now(datetime.UTC))
 
 
 def test_a_healthy_account_verifies_every_upstream(fake: FakeEcr) -> None:
@@ -68,10 +85,46 @@ def test_import_permission_denied_on_the_manifest_request(fake: FakeEcr) -> None
 
 
 def test_ecr_unreachable(fake: FakeEcr) -> None:
+    token = TokenSource(ecr_client("us-east-1", connect_timeout=1, read_timeout=2, max_attempts=1)).fetch()
     fake.stop()
-    verified, reason = verify()["docker.io"]
-    assert not verified
-    assert "DescribePullThroughCacheRules failed (Unreachable" in reason
+    [check] = checks(token=token)
+    assert check.problem is not None
+    assert "DescribePullThroughCacheRules failed (Unreachable" in check.problem
+    assert check.transient, "an unreachable endpoint says nothing about the setup"
+
+
+def test_each_failure_is_definitive_or_transient(fake: FakeEcr) -> None:
+    fake.import_denied.add("quay")
+    del fake.rules["github"]
+    kinds = {c.upstream: c.transient for c in checks(upstreams={"quay.io": "quay", "ghcr.io": "github"}) if c.problem}
+    assert kinds == {"quay.io": False, "ghcr.io": False}
+    fake.mode = "throttle"
+    token = Token("AWS", fake.password(1), datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1),
+                  datetime.datetime.now(datetime.UTC), fake.url)  # fmt: skip
+    [throttled] = checks(token=token)
+    assert throttled.problem is not None
+    assert "ThrottlingException" in throttled.problem
+    assert throttled.transient
+    fake.mode = "deny"
+    [denied] = checks(token=token)
+    assert denied.problem is not None
+    assert "AccessDeniedException" in denied.problem
+    assert not denied.transient
+
+
+def test_every_call_names_the_configured_registry(fake: FakeEcr) -> None:
+    checks()
+    assert fake.registry_ids == {ACCOUNT}
+
+
+def test_an_expired_token_fails_every_upstream_even_without_a_probe(fake: FakeEcr) -> None:
+    """Upstreams without a probe image were verified by their rule alone, after the token had expired."""
+    fetched = datetime.datetime.now(datetime.UTC)
+    token = Token("AWS", "p", fetched + datetime.timedelta(hours=12), fetched, fake.url)
+    later = fetched + datetime.timedelta(hours=13)
+    found = checks(upstreams={"ghcr.io": "github"}, token=token, now=later)
+    assert [c.upstream for c in found] == ["docker.io", "ghcr.io"]
+    assert all(c.problem is not None and "the ECR token expired" in c.problem and not c.transient for c in found)
 
 
 def test_recovery(fake: FakeEcr) -> None:

@@ -107,12 +107,17 @@ def run(settings: ControllerSettings) -> int:
         threading.Thread(
             target=heartbeats.guarded("certificates", keep, controller.stop), name="certificates", daemon=True
         ).start()
-    readiness: list[Callable[[], str | None]] = [controller.not_ready_reason]
+    # Readiness is the process's own health (its caches); what is wrong on the AWS side is listed in
+    # /readyz's body, Events, metrics and the status document, never in its status code.
+    problems: list[Callable[[], list[str]]] = [controller.problems]
     if settings.upstream_status_configmap:
+        assert settings.account_id is not None  # resolved with the registry
         verifier = Verifier(
             ecr,
             configured_upstreams(settings.prefix, settings.upstreams, settings.probe_images),
             controller.current_token,
+            registry_id=settings.account_id,
+            registry_url=settings.registry_api_url or f"https://{settings.registry_host}",
             http_timeout=settings.aws_read_timeout * 2,
         )
         monitor = UpstreamMonitor(
@@ -124,17 +129,18 @@ def run(settings: ControllerSettings) -> int:
             registry=metrics.registry,
             due=verify_now,
             heartbeats=heartbeats,
+            token_problem=lambda: controller.token_error,
         )
-        readiness.append(monitor.not_ready_reason)
+        problems.append(monitor.problems)
         on_step_down.append(monitor.leading_stopped)
         watch_upstreams = functools.partial(monitor.run, elector.leading, controller.stop)
         threading.Thread(
             target=heartbeats.guarded("upstreams", watch_upstreams, controller.stop), name="upstreams", daemon=True
         ).start()
 
-    def not_ready_reason() -> str | None:
-        reasons = [reason for check in readiness if (reason := check())]
-        return "; ".join(reasons) or None
+    def details() -> dict[str, object]:
+        found = [problem for source in problems for problem in source()]
+        return {**identity.describe(), **({"problems": found} if found else {})}
 
     identity = CallerIdentity(
         sts_client(
@@ -155,8 +161,8 @@ def run(settings: ControllerSettings) -> int:
         settings.http_host,
         settings.http_port,
         metrics.registry,
-        not_ready_reason,
-        details=identity.describe,
+        controller.not_ready_reason,
+        details=details,
         not_alive_reason=not_alive_reason,
     )
     log.info(

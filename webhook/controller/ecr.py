@@ -39,13 +39,40 @@ KNOWN_ERROR_CODES = frozenset(
 )
 
 
-class AwsError(Exception):
-    """A failed AWS call: `code` is bounded (see KNOWN_ERROR_CODES), `message` is safe to log."""
+# Errors that say nothing about the account's setup and pass by themselves: throttling, AWS-side
+# failures, timeouts, connection errors, and no credentials (as while an IRSA token is refreshed).
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ServerException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "NoCredentials",
+        "Unreachable",
+        "Timeout",
+    }
+)
 
-    def __init__(self, code: str, message: str) -> None:
+
+class AwsError(Exception):
+    """A failed AWS call: `code` is bounded (see KNOWN_ERROR_CODES), `message` is safe to log.
+
+    `transient` errors (TRANSIENT_ERROR_CODES, or an HTTP 5xx) say nothing about the setup;
+    every other one (access denied, no such rule, a bad parameter) is definitive.
+    """
+
+    def __init__(self, code: str, message: str, *, status: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.transient = code in TRANSIENT_ERROR_CODES or status >= 500
 
     @property
     def metric_code(self) -> str:
@@ -60,7 +87,8 @@ def classify(error: Exception) -> AwsError:
     """Turn a botocore failure into an AwsError with a bounded code and a message safe to log."""
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
-        return AwsError(str(details.get("Code", "other")), str(details.get("Message", "")))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return AwsError(str(details.get("Code", "other")), str(details.get("Message", "")), status=status)
     name = type(error).__name__
     if "NoCredentials" in name or "PartialCredentials" in name:
         return AwsError("NoCredentials", "no AWS credentials found (IRSA, EKS Pod Identity or environment)")
@@ -68,7 +96,8 @@ def classify(error: Exception) -> AwsError:
         return AwsError("Timeout", str(error))
     if "Connect" in name or "EndpointConnection" in name:
         return AwsError("Unreachable", str(error))
-    return AwsError("other", f"{name}: {error}")
+    # Any other botocore failure (a broken response, a proxy's error page) is about the path, not the setup.
+    return AwsError("other", f"{name}: {error}", status=500)
 
 
 # botocore's name for the credential provider that asks IMDS for the instance role.

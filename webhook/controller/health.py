@@ -19,7 +19,7 @@ def serve_health(
     registry: CollectorRegistry,
     not_ready_reason: Callable[[], str | None],
     *,
-    details: Callable[[], dict[str, str]] = dict,
+    details: Callable[[], dict[str, object]] = dict,
     not_alive_reason: Callable[[], str | None] = lambda: None,
 ) -> ThreadingHTTPServer:
     """Start serving in a daemon thread; returns the server (its `server_address` has the bound port).
@@ -33,12 +33,14 @@ def serve_health(
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 dead = not_alive_reason()
-                document = {"status": "ok"} if dead is None else {"status": "failing", "reason": dead}
-                self._send(200 if dead is None else 503, "application/json", json.dumps(document).encode())
+                liveness = {"status": "ok"} if dead is None else {"status": "failing", "reason": dead}
+                self._send(200 if dead is None else 503, "application/json", json.dumps(liveness).encode())
             elif self.path == "/readyz":
                 reason = not_ready_reason()
-                document = {"status": "ready"} if reason is None else {"status": "not ready", "reason": reason}
-                document.update(details())
+                readiness: dict[str, object] = {"status": "ready"}
+                if reason is not None:
+                    readiness = {"status": "not ready", "reason": reason}
+                document = {**readiness, **details()}
                 self._send(200 if reason is None else 503, "application/json", json.dumps(document).encode())
             elif self.path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))

@@ -28,6 +28,8 @@ log = logging.getLogger("ecr_pullthrough.kube")
 # Short enough that a quiet watch still comes back to beat its heartbeat about once a minute.
 WATCH_SECONDS = 55
 READ_GRACE = 30
+# Lists come in pages, so a re-list at 10,000 namespaces never holds all of them as they came.
+LIST_PAGE = 500
 # A watch loop beats on every event and every new watch call: it can be silent this long at most.
 WATCH_MAX_SILENCE = WATCH_SECONDS + READ_GRACE + 30
 CONNECT_TIMEOUT = 5
@@ -126,10 +128,11 @@ class ListWatch:
         on_event: Callable[[str, dict[str, Any]], None],
         stop: threading.Event,
         beat: Callable[[], None] = lambda: None,
+        shrink: Callable[[dict[str, Any]], dict[str, Any]] = lambda item: item,
         **selectors: str,
     ) -> None:
         self.name, self.list_fn, self.on_list, self.on_event, self.stop = name, list_fn, on_list, on_event, stop
-        self.beat = beat
+        self.beat, self.shrink = beat, shrink
         self.selectors = selectors
         self.synced = threading.Event()
         self.last_error: str | None = None
@@ -141,11 +144,8 @@ class ListWatch:
             self.beat()
             try:
                 if resource_version is None:
-                    listed = body(
-                        self.list_fn(_preload_content=False, _request_timeout=REQUEST_TIMEOUT, **self.selectors)
-                    )
-                    resource_version = listed["metadata"]["resourceVersion"]
-                    self.on_list(listed.get("items") or [])
+                    items, resource_version = self._list()
+                    self.on_list(items)
                     self.synced.set()
                 for event in _watch_events(self.list_fn, resource_version, **self.selectors):
                     kind, obj = event.get("type"), event.get("object") or {}
@@ -157,7 +157,7 @@ class ListWatch:
                     self.beat()
                     resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
                     if kind != "BOOKMARK":
-                        self.on_event(str(kind), obj)
+                        self.on_event(str(kind), self.shrink(obj))
                     if self.stop.is_set():
                         return
                 self.last_error = None
@@ -169,6 +169,30 @@ class ListWatch:
                 self._failed(f"{error.status} {error.reason}", backoff)
             except (HTTPError, OSError, ValueError) as error:
                 self._failed(f"{type(error).__name__}: {error}", backoff)
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        """Every item, LIST_PAGE at a time and shrunk as each page arrives, and the list's resourceVersion.
+
+        Pages keep one consistent snapshot (the continue token carries it), so the last page's
+        resourceVersion is the whole list's. A continue token that expired (410) lists again.
+        """
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = body(
+                self.list_fn(
+                    limit=LIST_PAGE,
+                    _continue=token or None,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                    **self.selectors,
+                )
+            )
+            items.extend(self.shrink(item) for item in page.get("items") or [])
+            self.beat()
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items, page["metadata"]["resourceVersion"]
 
     def _failed(self, message: str, backoff: Backoff) -> None:
         self.last_error = message

@@ -9,6 +9,7 @@ at start, when asked, and every `interval` (sooner while an upstream fails).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from collections.abc import Callable
@@ -16,14 +17,21 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from urllib3.exceptions import HTTPError
 
 from webhook.controller.heartbeat import Heartbeats
 from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, body, record_event
 from webhook.controller.secrets import COMPONENT
 from webhook.controller.upstreams import Verifier
-from webhook.core.upstream_status import DOCUMENT_KEY, StatusDocument
+from webhook.core.upstream_status import (
+    DOCUMENT_KEY,
+    HOLD_RETRY_SECONDS,
+    Check,
+    StatusDocument,
+    UpstreamStatus,
+    advance,
+)
 
 log = logging.getLogger("ecr_pullthrough.upstreams")
 LOOP = "upstreams"
@@ -43,12 +51,14 @@ class UpstreamMonitor:
         registry: CollectorRegistry,
         due: threading.Event | None = None,
         heartbeats: Heartbeats | None = None,
+        token_problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         # Any: plain dicts in and out, the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.verifier, self.namespace, self.configmap, self.interval = verifier, namespace, configmap, interval
         self.due = due or threading.Event()  # set it to verify now
         self.heartbeats = heartbeats or Heartbeats()
+        self.token_problem = token_problem
         self.last: StatusDocument | None = None
         self.verified = Gauge(
             "ecr_pullthrough_upstream_verified",
@@ -56,21 +66,41 @@ class UpstreamMonitor:
             ["upstream"],
             registry=registry,
         )
+        self.held = Gauge(
+            "ecr_pullthrough_upstream_held",
+            "1 while a verified upstream is held through transient errors, else 0.",
+            ["upstream"],
+            registry=registry,
+        )
         self.checked = Gauge(
             "ecr_pullthrough_upstream_checked_timestamp_seconds", "Last upstream verification.", registry=registry
         )
+        self.failures = Counter(
+            "ecr_pullthrough_upstream_check_failures",
+            "Failed upstream checks by kind: definitive (flips at once) or transient (held).",
+            ["upstream", "kind"],
+            registry=registry,
+        )
 
-    def not_ready_reason(self) -> str | None:
+    def problems(self) -> list[str]:
+        """What is wrong with the upstreams, for /readyz's body (never its status code)."""
         document = self.last
         if document is None:
-            return None
-        problems = [f"upstream {s.upstream} unverified: {s.reason}" for s in document.upstreams if not s.verified]
-        return "; ".join(problems) or None
+            return []
+        found = []
+        for s in document.upstreams:
+            if not s.verified:
+                found.append(f"upstream {s.upstream} unverified: {s.reason}")
+            elif s.held_since is not None:
+                since = s.held_since.isoformat(timespec="seconds")
+                found.append(f"upstream {s.upstream} held verified through transient errors since {since}: {s.reason}")
+        return found
 
     def leading_stopped(self) -> None:
         """A standby publishes nothing: its last result and gauges go, so its readiness says standby."""
         self.last = None
         self.verified.clear()
+        self.held.clear()
         self.checked.set(0)
 
     def run(self, is_leader: Callable[[], bool], stop: threading.Event) -> None:
@@ -78,57 +108,91 @@ class UpstreamMonitor:
         while not stop.is_set():
             delay = self.interval
             if is_leader():
-                try:
-                    document = self.verifier.verify()
-                except Exception:  # e.g. http.client errors from an egress proxy: not OSError
-                    delay = min(self.interval, retry.next())
-                    log.exception("upstream verification failed; retrying", extra={"fields": {"retryIn": delay}})
-                else:
-                    if all(s.verified for s in document.upstreams):
-                        retry.reset()
-                    else:
-                        delay = min(self.interval, retry.next())
-                    try:
-                        if is_leader():  # leadership can lapse during a slow verification
-                            self._publish(document)
-                    except (ApiException, HTTPError, OSError) as error:
-                        log.warning("upstream status not published", extra={"fields": {"error": str(error)[:300]}})
-                        delay = min(delay, 10)
+                delay = self._verify_once(is_leader, retry)
             self.heartbeats.wait(LOOP, self.due, delay, MAX_SILENCE)
             self.due.clear()
 
-    def _publish(self, document: StatusDocument) -> None:
-        previous, self.last = self.last, document
-        self.checked.set(document.checked_at.timestamp())
+    def _verify_once(self, is_leader: Callable[[], bool], retry: Backoff) -> float:
+        """Verify, publish, and return when to verify next."""
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            checks = self.verifier.verify(now, self.token_problem())
+        except Exception:  # e.g. http.client errors from an egress proxy: not OSError
+            delay = min(self.interval, retry.next())
+            log.exception("upstream verification failed; retrying", extra={"fields": {"retryIn": delay}})
+            return delay
+        if not checks:
+            return self.interval  # no token yet: the token's arrival wakes us
+        for check in checks:
+            if check.problem is not None:
+                kind = "transient" if check.transient else "definitive"
+                self.failures.labels(check.upstream, kind).inc()
+        try:
+            if not is_leader():  # leadership can lapse during a slow verification
+                return self.interval
+            document = self._publish(checks, now)
+        except (ApiException, HTTPError, OSError) as error:
+            log.warning("upstream status not published", extra={"fields": {"error": str(error)[:300]}})
+            return 10.0
+        if any(s.held_since is not None for s in document.upstreams):
+            delay = HOLD_RETRY_SECONDS
+        elif all(s.verified for s in document.upstreams):
+            retry.reset()
+            delay = self.interval
+        else:
+            delay = min(self.interval, retry.next())
+        token = self.verifier.token()
+        if token is not None and token.valid(now):  # wake when it expires, to say so
+            delay = min(delay, max((token.expires_at - now).total_seconds(), 1.0))
+        return delay
+
+    def _publish(self, checks: list[Check], now: datetime.datetime) -> StatusDocument:
+        current = self._read()
+        previous = self.last or _document_in(current)
         before = {s.upstream: s for s in previous.upstreams} if previous else {}
+        document = StatusDocument(now, tuple(advance(before.get(c.upstream), c, now) for c in checks))
+        self.last = document
+        self.checked.set(now.timestamp())
+        changed = []
         for status in document.upstreams:
             self.verified.labels(status.upstream).set(1 if status.verified else 0)
+            self.held.labels(status.upstream).set(1 if status.held_since is not None else 0)
             old = before.get(status.upstream)
-            if old is None or (old.verified, old.reason) != (status.verified, status.reason):
+            if _news(old, status):
+                changed.append(status)
                 log.log(
-                    logging.INFO if status.verified else logging.WARNING,
-                    "upstream verified" if status.verified else "upstream unverified",
-                    extra={"fields": {"upstream": status.upstream, "prefix": status.prefix, "reason": status.reason}},
+                    logging.INFO if status.verified and status.held_since is None else logging.WARNING,
+                    _headline(status),
+                    extra={
+                        "fields": {
+                            "upstream": status.upstream,
+                            "prefix": status.prefix,
+                            "reason": status.reason,
+                            "kind": "transient" if status.held_since is not None else "definitive",
+                        }
+                    },
                 )
-        configmap = self._write(document)
-        for status in document.upstreams:
-            old = before.get(status.upstream)
-            if old is None or (old.verified, old.reason) != (status.verified, status.reason):
-                record_event(
-                    self.core,
-                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": configmap.get("metadata") or {}},
-                    reason="UpstreamVerified" if status.verified else "UpstreamUnverified",
-                    message=f"{status.upstream}: verified"
-                    if status.verified
-                    else f"{status.upstream}: {status.reason}",
-                    warning=not status.verified,
-                    component=COMPONENT,
-                )
+        configmap = self._write(current, document)
+        for status in changed:
+            record_event(
+                self.core,
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": configmap.get("metadata") or {}},
+                reason="UpstreamVerified"
+                if status.verified and status.held_since is None
+                else "UpstreamHeld"
+                if status.verified
+                else "UpstreamUnverified",
+                message=f"{status.upstream}: verified"
+                if status.verified and status.held_since is None
+                else f"{status.upstream}: {status.reason}",
+                warning=not status.verified or status.held_since is not None,
+                component=COMPONENT,
+            )
+        return document
 
-    def _write(self, document: StatusDocument) -> dict[str, Any]:
-        data = {DOCUMENT_KEY: document.to_json()}
+    def _read(self) -> dict[str, Any] | None:
         try:
-            current = body(
+            return body(
                 self.core.read_namespaced_config_map(
                     self.configmap, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
                 )
@@ -136,6 +200,11 @@ class UpstreamMonitor:
         except ApiException as error:
             if error.status != 404:
                 raise
+            return None
+
+    def _write(self, current: dict[str, Any] | None, document: StatusDocument) -> dict[str, Any]:
+        data = {DOCUMENT_KEY: document.to_json()}
+        if current is None:
             new = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -157,3 +226,25 @@ class UpstreamMonitor:
                 self.configmap, self.namespace, current, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             )
         )
+
+
+def _document_in(configmap: dict[str, Any] | None) -> StatusDocument | None:
+    """The status a former leader published: a new leader holds through transient errors from there."""
+    text = ((configmap or {}).get("data") or {}).get(DOCUMENT_KEY)
+    try:
+        return StatusDocument.parse(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _news(old: UpstreamStatus | None, new: UpstreamStatus) -> bool:
+    """Worth a log line and an Event: a flip, a new hold, or a new reason for being unverified."""
+    if old is None or old.verified != new.verified or (old.held_since is None) != (new.held_since is None):
+        return True
+    return not new.verified and old.reason != new.reason
+
+
+def _headline(status: UpstreamStatus) -> str:
+    if not status.verified:
+        return "upstream unverified"
+    return "upstream held verified through a transient error" if status.held_since else "upstream verified"

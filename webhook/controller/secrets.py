@@ -92,7 +92,9 @@ class Controller:
         metrics.queue_depth.set_function(lambda: len(self.queue))
         self._lock = threading.Lock()
         self._namespaces: dict[str, dict[str, str]] = {}  # name -> labels, of namespaces that are not terminating
-        self._secrets: dict[str, dict[str, Any]] = {}  # namespace -> our-named Secret
+        # namespace -> our-named Secret, slim (pullsecret.slim): no token data, no managedFields.
+        # Only the one in our own namespace is kept whole: a new leader adopts its token.
+        self._secrets: dict[str, dict[str, Any]] = {}
         # namespace -> resourceVersion of a delete seen by the watch: a write answer older than it is stale.
         self._deleted_at: dict[str, int] = {}
         self._in_sync: set[str] = set()
@@ -117,6 +119,7 @@ class Controller:
             self._namespaces_listed,
             self._namespace_event,
             self.stop,
+            shrink=_namespace_essentials,
             beat=lambda: self.heartbeats.beat("watch-namespaces", WATCH_MAX_SILENCE),
         )
         self.secret_watch = ListWatch(
@@ -125,6 +128,7 @@ class Controller:
             self._secrets_listed,
             self._secret_event,
             self.stop,
+            shrink=self._cached,
             beat=lambda: self.heartbeats.beat("watch-secrets", WATCH_MAX_SILENCE),
             field_selector=f"metadata.name={target.name}",
         )
@@ -176,22 +180,30 @@ class Controller:
     # -- readiness -----------------------------------------------------------------------------------------
 
     def not_ready_reason(self) -> str | None:
-        """None when ready; otherwise one sentence saying what is wrong."""
+        """None when this process can do its work (both caches listed); otherwise what it waits for.
+
+        AWS trouble never makes a replica unready: a rollout or `helm --wait` must not hinge on
+        AWS health. It is listed by `problems()` instead.
+        """
         for watch in (self.namespace_watch, self.secret_watch):
             if not watch.synced.is_set():
                 return f"waiting for the first list of {watch.name}" + (
                     f": {watch.last_error}" if watch.last_error else ""
                 )
+        return None
+
+    def problems(self) -> list[str]:
+        """What is wrong with the leader's token, for /readyz's body."""
         if not self.is_leader():
-            return None  # a standby is ready to take over
+            return []  # a standby holds no token
         token, error = self.keeper.token, self.keeper.error
         valid = token is not None and token.valid(datetime.datetime.now(datetime.UTC))
         if error is not None:
             kept = f"; the secrets keep the token valid until {token.expires_at.isoformat()}" if valid and token else ""
-            return error + kept
+            return [error + kept]
         if not valid:
-            return "no valid ECR token yet"
-        return None
+            return ["no valid ECR token yet"]
+        return []
 
     # -- caches fed by the watches -------------------------------------------------------------------------
 
@@ -245,7 +257,7 @@ class Controller:
     def _secrets_listed(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
             before = set(self._secrets)
-            self._secrets = {(i.get("metadata") or {}).get("namespace", ""): i for i in items}
+            self._secrets = {(i.get("metadata") or {}).get("namespace", ""): self._cached(i) for i in items}
             self._deleted_at.clear()  # the list is newer than any delete seen before it
             # A Secret deleted during a watch gap is in `before` only: look at it again now, not at the next resync.
             namespaces = before | set(self._secrets)
@@ -263,9 +275,14 @@ class Controller:
                 self._remember_secret(namespace, item)
         self.queue.add(namespace, URGENT)
 
+    def _cached(self, secret: dict[str, Any]) -> dict[str, Any]:
+        namespace = (secret.get("metadata") or {}).get("namespace", "")
+        return secret if namespace == self.target.home_namespace else pullsecret.slim(secret)
+
     def _remember_secret(self, namespace: str, item: dict[str, Any]) -> None:
         """Keep the newest copy: our own write's answer may arrive before an older watch event,
         or after a newer delete (which must win)."""
+        item = self._cached(item)
         version = _resource_version(item)
         known = self._secrets.get(namespace)
         if known is not None and _resource_version(known) > version:
@@ -346,8 +363,8 @@ class Controller:
             token=token,
             actual=actual,
         )
-        if decision.action == "foreign" and actual is not None:
-            self._report_foreign(namespace, actual)
+        if decision.action in ("foreign", "wrong-type") and actual is not None:
+            self._report_foreign(namespace, actual, wrong_type=decision.action == "wrong-type")
             return None
         if decision.action == "in-sync":
             self._mark(namespace, True)
@@ -365,13 +382,16 @@ class Controller:
                     )
                 )
             else:
+                # A merge patch: our labels, annotation and data only, with the resourceVersion as a
+                # precondition; what others added (labels, owner references) stays.
                 written = body(
-                    self.core.replace_namespaced_secret(
+                    self.core.patch_namespaced_secret(
                         self.target.name,
                         namespace,
                         decision.secret,
                         _preload_content=False,
                         _request_timeout=REQUEST_TIMEOUT,
+                        _content_type="application/merge-patch+json",
                     )
                 )
         except ApiException as error:
@@ -454,7 +474,7 @@ class Controller:
             (self._in_sync.add if synced else self._in_sync.discard)(namespace)
         self._publish_counts()
 
-    def _report_foreign(self, namespace: str, secret: dict[str, Any]) -> None:
+    def _report_foreign(self, namespace: str, secret: dict[str, Any], *, wrong_type: bool = False) -> None:
         self._mark(namespace, False)
         version = _resource_version(secret)
         if self._reported_foreign.get(namespace) == str(version):
@@ -462,13 +482,26 @@ class Controller:
         self._reported_foreign[namespace] = str(version)
         self.metrics.writes.labels("foreign").inc()
         message = (
-            f"Secret {namespace}/{self.target.name} exists but is not managed by ecr-pullthrough "
+            f"Secret {namespace}/{self.target.name} is ours but of type {secret.get('type')}, not "
+            f"{pullsecret.SECRET_TYPE}, and a Secret's type cannot change; left alone. Delete it to let "
+            "ecr-pullthrough create it anew."
+            if wrong_type
+            else f"Secret {namespace}/{self.target.name} exists but is not managed by ecr-pullthrough "
             f"(no label {pullsecret.MANAGED_BY_LABEL}={pullsecret.MANAGED_BY}); left alone. "
             "Rename it, or delete it to let ecr-pullthrough create its own."
         )
         log.warning("foreign secret left alone", extra={"fields": {"namespace": namespace, "secret": self.target.name}})
         involved = {"apiVersion": "v1", "kind": "Secret", "metadata": secret.get("metadata") or {}}
         record_event(self.core, involved, reason="ForeignSecret", message=message, warning=True, component=COMPONENT)
+
+
+def _namespace_essentials(namespace: dict[str, Any]) -> dict[str, Any]:
+    """What the namespace cache needs: name, labels, and whether it is going away."""
+    metadata = namespace.get("metadata") or {}
+    return {
+        "metadata": {key: metadata[key] for key in ("name", "labels", "deletionTimestamp") if key in metadata},
+        "status": {"phase": (namespace.get("status") or {}).get("phase")},
+    }
 
 
 def _api_message(error: ApiException) -> str:

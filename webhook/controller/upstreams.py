@@ -8,13 +8,17 @@ For each upstream (Docker Hub and every entry of the upstream map):
    HEAD for a small, well-known image of that upstream, which proves the rule, the
    credential and the IAM import permission together (the first such request
    creates that one cache repository). Upstreams without a probe image skip it.
-Each failure becomes one sentence that says what is wrong and what to fix.
+Each failure becomes one sentence that says what is wrong and what to fix, and is
+either definitive (the setup is wrong: flip at once) or transient (throttling, 5xx,
+timeouts: held, see `upstream_status.advance`). Every call names the configured
+registry (`registryId`, the registry host), never just the caller's own account.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import http.client
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -26,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from webhook.controller.ecr import AwsError, classify
 from webhook.core.images import DOCKER_HUB, DOCKER_HUB_ALIASES
 from webhook.core.token import Token
-from webhook.core.upstream_status import StatusDocument, UpstreamStatus
+from webhook.core.upstream_status import Check
 
 # Small, public, long-lived images per upstream; the probe pulls only a manifest.
 DEFAULT_PROBES: dict[str, str] = {
@@ -77,37 +81,58 @@ class Verifier:
         upstreams: list[Upstream],
         token: Callable[[], Token | None],
         *,
+        registry_id: str,
+        registry_url: str,
         http_timeout: float = 10,
     ) -> None:
         self.ecr, self.upstreams, self.token, self.http_timeout = ecr, upstreams, token, http_timeout
+        self.registry_id, self.registry_url = registry_id, registry_url.rstrip("/")
 
-    def verify(self) -> StatusDocument:
-        now = datetime.datetime.now(datetime.UTC)
+    def verify(self, now: datetime.datetime, token_problem: str | None = None) -> list[Check]:
+        """One check per upstream; none while a new leader still waits for its first token.
+
+        Every upstream fails while the token the Secrets hold has expired, or while there is
+        no token and `token_problem` says why (transient: the Secrets may still hold a good one).
+        """
+        token = self.token()
+        if token is None:
+            if token_problem is None:
+                return []
+            reason = f"no ECR token: {token_problem}"
+            return [Check(u.name, u.prefix, reason, transient=True) for u in self.upstreams]
+        if not token.valid(now):
+            reason = (
+                f"the ECR token expired at {token.expires_at.isoformat(timespec='seconds')} and could not be renewed: "
+                "pulls through the cache fail until it is (see the controller's /readyz and Events)"
+            )
+            return [Check(u.name, u.prefix, reason) for u in self.upstreams]
         try:
             rules = self._rules()
         except AwsError as error:
             reason = f"ECR DescribePullThroughCacheRules failed ({error}): check the region and the IAM role"
-            return StatusDocument(
-                now, tuple(UpstreamStatus(u.name, u.prefix, False, reason, now) for u in self.upstreams)
-            )
-        statuses = []
-        for upstream in self.upstreams:
-            problem = self._problem(upstream, rules)
-            statuses.append(UpstreamStatus(upstream.name, upstream.prefix, problem is None, problem or "", now))
-        return StatusDocument(now, tuple(statuses))
+            return [Check(u.name, u.prefix, reason, error.transient) for u in self.upstreams]
+        return [self._check(upstream, rules, token) for upstream in self.upstreams]
 
     def _rules(self) -> dict[str, dict[str, Any]]:
         rules: dict[str, dict[str, Any]] = {}
         try:
-            for page in self.ecr.get_paginator("describe_pull_through_cache_rules").paginate():
+            pages = self.ecr.get_paginator("describe_pull_through_cache_rules").paginate(registryId=self.registry_id)
+            for page in pages:
                 for rule in page.get("pullThroughCacheRules", []):
                     rules[rule["ecrRepositoryPrefix"]] = rule
         except (ClientError, BotoCoreError) as error:
             raise classify(error) from None
         return rules
 
-    def _problem(self, upstream: Upstream, rules: dict[str, dict[str, Any]]) -> str | None:
-        """None when verified, else one sentence saying what is wrong and what to fix."""
+    def _check(self, upstream: Upstream, rules: dict[str, dict[str, Any]], token: Token | None) -> Check:
+        problem, transient = self._problem(upstream, rules, token)
+        return Check(upstream.name, upstream.prefix, problem, transient)
+
+    def _problem(
+        self, upstream: Upstream, rules: dict[str, dict[str, Any]], token: Token | None
+    ) -> tuple[str | None, bool]:
+        """(None, False) when verified, else one sentence saying what is wrong and what to fix, and
+        whether the error is transient."""
         rule = rules.get(upstream.prefix)
         if rule is None:
             elsewhere = sorted(prefix for prefix, r in rules.items() if upstream.served_by(r))
@@ -115,65 +140,71 @@ class Verifier:
                 return (
                     f"no pull-through cache rule has the prefix {upstream.prefix}, but the rule for "
                     f"{upstream.registry_url} has the prefix {elsewhere[0]}: set that prefix here, or create the rule"
-                )
+                ), False
             return (
                 f"no pull-through cache rule for {upstream.registry_url}: create one with "
                 f"`aws ecr create-pull-through-cache-rule --ecr-repository-prefix {upstream.prefix} "
                 f"--upstream-registry-url {upstream.registry_url}`"
-            )
+            ), False
         if not upstream.served_by(rule):
             return (
                 f"the pull-through cache rule with the prefix {upstream.prefix} points at "
                 f"{rule.get('upstreamRegistryUrl')}, not {upstream.registry_url}: fix the prefix or the rule"
-            )
+            ), False
         if rule.get("credentialArn"):
-            problem = self._credential_problem(upstream, str(rule["credentialArn"]))
+            problem, transient = self._credential_problem(upstream, str(rule["credentialArn"]))
             if problem:
-                return problem
+                return problem, transient
         if upstream.probe is None:
-            return None
-        return self._probe_problem(upstream)
+            return None, False
+        return self._probe_problem(upstream, token)
 
-    def _credential_problem(self, upstream: Upstream, credential: str) -> str | None:
+    def _credential_problem(self, upstream: Upstream, credential: str) -> tuple[str | None, bool]:
         try:
-            answer = self.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=upstream.prefix)
+            answer = self.ecr.validate_pull_through_cache_rule(
+                ecrRepositoryPrefix=upstream.prefix, registryId=self.registry_id
+            )
         except (ClientError, BotoCoreError) as error:
-            return f"ECR ValidatePullThroughCacheRule failed ({classify(error)}): check the IAM role"
+            failed = classify(error)
+            return f"ECR ValidatePullThroughCacheRule failed ({failed}): check the IAM role", failed.transient
         if answer.get("isValid") is True:
-            return None
+            return None, False
         failure = answer.get("failure") or "no reason given"
         return (
             f"the upstream credential of the rule {upstream.prefix} is not valid ({failure}): "
             f"fix the Secrets Manager secret {credential}"
-        )
+        ), False
 
-    def _probe_problem(self, upstream: Upstream) -> str | None:
-        token = self.token()
-        if token is None or not token.endpoint:
-            return "no ECR token yet, so the cache could not be tried"
+    def _probe_problem(self, upstream: Upstream, token: Token | None) -> tuple[str | None, bool]:
+        if token is None:
+            return "no ECR token yet, so the cache could not be tried", True
         assert upstream.probe is not None
         repository, _, tag = upstream.probe.rpartition(":")
-        url = f"{token.endpoint.rstrip('/')}/v2/{upstream.prefix}/{repository}/manifests/{tag}"
+        # The configured registry, not the token's proxyEndpoint: that one is the caller's own account.
+        url = f"{self.registry_url}/v2/{upstream.prefix}/{repository}/manifests/{tag}"
         basic = base64.b64encode(f"{token.username}:{token.password}".encode()).decode()
-        request = urllib.request.Request(  # noqa: S310 (the registry endpoint ECR gave us)
+        request = urllib.request.Request(  # noqa: S310 (the configured registry's https endpoint)
             url, method="HEAD", headers={"Authorization": f"Basic {basic}", "Accept": MANIFEST_TYPES}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.http_timeout):  # noqa: S310
-                return None
+                return None, False
         except urllib.error.HTTPError as error:
             status = error.code
             error.close()
-        except OSError as error:
-            return f"the registry request through the cache failed ({type(error).__name__}): is ECR reachable?"
+        except (OSError, http.client.HTTPException) as error:
+            return (
+                f"the registry request through the cache failed ({type(error).__name__}): is ECR reachable?",
+                True,
+            )
         if status in (401, 403):
             return (
                 f"pulling {upstream.probe} through the cache was refused (HTTP {status}): the controller's IAM role "
                 f"needs ecr:BatchImportUpstreamImage and ecr:CreateRepository on repository/{upstream.prefix}/*"
-            )
+            ), False
         if status == 404:
             return (
                 f"{upstream.probe} was not found through the cache (HTTP 404): check the rule's upstream, "
                 "or set another probe image for this upstream"
-            )
-        return f"pulling {upstream.probe} through the cache failed (HTTP {status})"
+            ), False
+        return f"pulling {upstream.probe} through the cache failed (HTTP {status})", status >= 500 or status == 429

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,36 +55,56 @@ def expires_at(secret: Mapping[str, Any]) -> datetime.datetime | None:
         return None
 
 
+def data_hash(data: Mapping[str, Any] | None) -> str:
+    """A digest of a Secret's data: what the controller's cache keeps instead of the token itself."""
+    canonical = json.dumps(dict(data or {}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def slim(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """What reconcile needs of a Secret, a few hundred bytes instead of ~8 KB (token data, managedFields):
+    identity and version, labels and annotations (ownership, expiry), type, and a hash of the data."""
+    metadata = secret.get("metadata") or {}
+    return {
+        "metadata": {
+            key: metadata[key]
+            for key in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations")
+            if key in metadata
+        },
+        "type": secret.get("type"),
+        "dataHash": secret["dataHash"] if "dataHash" in secret else data_hash(secret.get("data")),
+    }
+
+
 def in_sync(actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    """True when `actual` already holds everything `wanted` sets (other labels and annotations may stay)."""
+    """True when `actual` (whole or slim) already holds everything `wanted` sets (others' labels may stay)."""
     actual_meta, wanted_meta = actual.get("metadata") or {}, wanted["metadata"]
+    actual_hash = actual["dataHash"] if "dataHash" in actual else data_hash(actual.get("data"))
     return bool(
         actual.get("type") == wanted["type"]
-        and (actual.get("data") or {}) == wanted["data"]
+        and actual_hash == data_hash(wanted["data"])
         and wanted_meta["labels"].items() <= (actual_meta.get("labels") or {}).items()
         and wanted_meta["annotations"].items() <= (actual_meta.get("annotations") or {}).items()
     )
 
 
-def updated(actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """`actual` with `wanted` applied, keeping others' labels and annotations and the resourceVersion."""
-    actual_meta = actual.get("metadata") or {}
-    metadata = {
-        **actual_meta,
-        "labels": {**(actual_meta.get("labels") or {}), **wanted["metadata"]["labels"]},
-        "annotations": {**(actual_meta.get("annotations") or {}), **wanted["metadata"]["annotations"]},
-    }
+def patch(actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning `actual` into `wanted`: our labels, annotation and data, nothing else.
+
+    Others' labels, annotations, owner references and finalizers stay untouched, and the
+    resourceVersion makes it a compare-and-swap (409 when the Secret changed meanwhile).
+    """
     return {
-        **actual,
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": wanted["type"],
-        "data": wanted["data"],
-        "metadata": metadata,
+        "metadata": {
+            "resourceVersion": (actual.get("metadata") or {}).get("resourceVersion"),
+            "labels": dict(wanted["metadata"]["labels"]),
+            "annotations": dict(wanted["metadata"]["annotations"]),
+        },
+        "data": dict(wanted["data"]),
     }
 
 
-Action = Literal["not-wanted", "in-sync", "foreign", "newer-kept", "create", "update"]
+Action = Literal["not-wanted", "in-sync", "foreign", "wrong-type", "newer-kept", "create", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +126,14 @@ def plan(
         return Plan("foreign")  # never touch a Secret we do not own
     if actual is not None and in_sync(actual, target):
         return Plan("in-sync")
+    if actual is not None and actual.get("type") != SECRET_TYPE:
+        return Plan("wrong-type")  # a Secret's type cannot change: only deleting it helps
     newer = expires_at(actual) if actual is not None else None
     if newer is not None and newer > token.expires_at:
         return Plan("newer-kept")  # never overwrite a valid token with an older one
     if actual is None:
         return Plan("create", target)
-    return Plan("update", updated(actual, target))
+    return Plan("update", patch(actual, target))
 
 
 def token_from(secret: Mapping[str, Any] | None, registry: str, now: datetime.datetime) -> Token | None:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 DOCUMENT_KEY = "status.json"
-VERSION = 1
+VERSION = 1  # fields are only ever added, so old and new readers agree during a rolling upgrade
+
+# Hysteresis for transient errors (throttling, 5xx, timeouts): a verified upstream is held verified
+# until this many consecutive transient failures span at least HOLD_SECONDS; meanwhile it is
+# checked again every HOLD_RETRY_SECONDS. A definitive error flips it at once.
+HOLD_FAILURES = 3
+HOLD_SECONDS = 300.0
+HOLD_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +29,13 @@ class UpstreamStatus:
     upstream: str  # the registry host as the webhook names it: docker.io, ghcr.io, ...
     prefix: str
     verified: bool
-    reason: str  # one sentence: what is wrong and what to fix ("" when verified)
+    # One sentence: what is wrong and what to fix. "" when verified, unless held (then the transient error).
+    reason: str
+    # The last success while verified (a held upstream keeps it); the verdict's time otherwise.
     checked_at: datetime.datetime
+    # While a verified upstream is held through transient errors: since when, and how many in a row.
+    held_since: datetime.datetime | None = None
+    transient_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,11 @@ class StatusDocument:
                         "reason": s.reason,
                         "checkedAt": s.checked_at.isoformat(),
                     }
+                    | (
+                        {"heldSince": s.held_since.isoformat(), "transientFailures": s.transient_failures}
+                        if s.held_since is not None
+                        else {}
+                    )
                     for s in self.upstreams
                 },
             },
@@ -64,11 +81,13 @@ class StatusDocument:
                     verified=entry["verified"] is True,
                     reason=str(entry.get("reason", "")),
                     checked_at=_time(entry["checkedAt"]),
+                    held_since=_time(entry["heldSince"]) if entry.get("heldSince") else None,
+                    transient_failures=int(entry.get("transientFailures") or 0),
                 )
                 for upstream, entry in raw["upstreams"].items()
             )
             return cls(checked_at=_time(raw["checkedAt"]), upstreams=statuses)
-        except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as error:
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an upstream status document: {error}") from None
 
 
@@ -102,7 +121,45 @@ def verification(
     age = now - document.checked_at
     if age > max_age:
         return Verification(frozenset(), {}, f"upstream status is stale: last checked {int(age.total_seconds())}s ago")
-    return Verification(
-        verified=frozenset(s.upstream for s in document.upstreams if s.verified),
-        reasons={s.upstream: s.reason for s in document.upstreams if not s.verified},
-    )
+    # A verified upstream held through transient errors keeps its last success time: the maximum
+    # age bounds how long it is trusted without one.
+    fresh = {s.upstream for s in document.upstreams if s.verified and now - s.checked_at <= max_age}
+    reasons = {s.upstream: s.reason for s in document.upstreams if not s.verified}
+    for s in document.upstreams:
+        if s.verified and s.upstream not in fresh:
+            last = int((now - s.checked_at).total_seconds())
+            reasons[s.upstream] = f"no successful check for {last}s" + (f" ({s.reason})" if s.reason else "")
+    return Verification(verified=frozenset(fresh), reasons=reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One verification's result for one upstream: no problem, or a problem that is transient or definitive."""
+
+    upstream: str
+    prefix: str
+    problem: str | None = None
+    transient: bool = False
+
+
+def advance(previous: UpstreamStatus | None, check: Check, now: datetime.datetime) -> UpstreamStatus:
+    """The upstream's new status, given its last one and a fresh check (the hysteresis lives here).
+
+    - success: verified, checked now;
+    - definitive problem (no rule, access denied, a bad credential, 401/403/404 on the probe):
+      unverified at once;
+    - transient problem (throttling, 5xx, timeouts, no credentials during an IRSA refresh): an
+      upstream verified before stays verified, keeping its last success time, until HOLD_FAILURES
+      such failures in a row span HOLD_SECONDS; one not verified before stays unverified.
+    """
+    if check.problem is None:
+        return UpstreamStatus(check.upstream, check.prefix, True, "", now)
+    held = previous is not None and previous.verified and previous.prefix == check.prefix
+    if not check.transient or not held or previous is None:
+        return UpstreamStatus(check.upstream, check.prefix, False, check.problem, now)
+    since = previous.held_since or now
+    failures = previous.transient_failures + 1
+    if failures >= HOLD_FAILURES and (now - since).total_seconds() >= HOLD_SECONDS:
+        reason = f"{check.problem} (transient errors since {since.isoformat(timespec='seconds')}, {failures} in a row)"
+        return UpstreamStatus(check.upstream, check.prefix, False, reason, now)
+    return UpstreamStatus(check.upstream, check.prefix, True, check.problem, previous.checked_at, since, failures)

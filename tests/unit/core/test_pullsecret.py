@@ -1,6 +1,7 @@
 import base64
 import datetime
 import json
+from typing import Any
 
 from webhook.core import pullsecret
 from webhook.core.token import Token
@@ -34,13 +35,54 @@ def test_in_sync_ignores_what_others_add_and_sees_what_we_set() -> None:
     assert not pullsecret.in_sync(wanted, newer)
 
 
-def test_updated_keeps_others_metadata_and_the_resource_version() -> None:
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+def test_the_patch_sets_only_ours_and_is_a_compare_and_swap() -> None:
     wanted = pullsecret.desired("team", "ecr-pullthrough", REGISTRY, TOKEN)
-    actual = {"metadata": {"name": "ecr-pullthrough", "resourceVersion": "9", "labels": {"x": "y"}}, "data": {}}
-    merged = pullsecret.updated(actual, wanted)
-    assert merged["metadata"]["resourceVersion"] == "9"
+    actual = {
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {
+            "name": "ecr-pullthrough",
+            "resourceVersion": "9",
+            "labels": {"x": "y"},
+            "ownerReferences": [{"name": "kept"}],
+        },
+        "data": {},
+    }
+    patch = pullsecret.patch(pullsecret.slim(actual), wanted)
+    assert patch["metadata"]["resourceVersion"] == "9"
+    merged = merge(actual, patch)
     assert merged["metadata"]["labels"] == {"x": "y", "app.kubernetes.io/managed-by": "ecr-pullthrough"}
+    assert merged["metadata"]["ownerReferences"] == [{"name": "kept"}]
     assert pullsecret.in_sync(merged, wanted)
+    assert pullsecret.in_sync(pullsecret.slim(merged), wanted)
+
+
+def test_the_slim_copy_keeps_what_reconcile_needs_and_no_token() -> None:
+    secret = pullsecret.desired("team", "ecr-pullthrough", REGISTRY, TOKEN)
+    secret["metadata"]["managedFields"] = [{"manager": "x" * 5000}]
+    small = pullsecret.slim(secret)
+    assert TOKEN.password not in json.dumps(small)
+    assert len(json.dumps(small)) < 600
+    assert pullsecret.slim(small) == small
+    assert pullsecret.is_ours(small)
+    assert pullsecret.expires_at(small) == TOKEN.expires_at
+    wrong = {**small, "type": "Opaque"}
+    plan = pullsecret.plan(
+        namespace="team", name="ecr-pullthrough", registry=REGISTRY, wanted=True, token=TOKEN, actual=wrong
+    )
+    assert plan.action == "wrong-type"
 
 
 def test_a_secret_without_our_label_is_not_ours() -> None:

@@ -1,4 +1,5 @@
 import datetime
+import json
 from pathlib import Path
 
 import pytest
@@ -6,10 +7,19 @@ import pytest
 from tests.strategies import REGISTRY
 from webhook.admission.statusfile import StatusFile
 from webhook.core.rewrite import Reason, RewriteRules, decide
-from webhook.core.upstream_status import StatusDocument, UpstreamStatus, Verification, verification
+from webhook.core.upstream_status import (
+    HOLD_SECONDS,
+    Check,
+    StatusDocument,
+    UpstreamStatus,
+    Verification,
+    advance,
+    verification,
+)
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
+HALF = datetime.timedelta(seconds=30)
 RULES = RewriteRules(registry=REGISTRY, upstreams={"quay.io": "quay"})
 
 
@@ -73,3 +83,43 @@ def test_the_status_file_is_followed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path.write_text(document(now, docker_io=False).to_json())
     current = status.current()
     assert (current.verified, current.reason_for("docker.io")) == (frozenset(), "docker_io is broken: fix it")
+
+
+def test_hysteresis_holds_a_verified_upstream_through_transient_errors() -> None:
+    start = NOW
+    verified = advance(None, Check("docker.io", "p"), start)
+    assert (verified.verified, verified.checked_at, verified.held_since) == (True, start, None)
+    throttled = Check("docker.io", "p", "ThrottlingException", transient=True)
+    status, at = verified, start
+    for failure in range(1, 6):  # 5 failures 30 s apart: 2 minutes, under HOLD_SECONDS
+        at = start + datetime.timedelta(seconds=30 * failure)
+        status = advance(status, throttled, at)
+        assert status.verified, failure
+        assert (status.checked_at, status.held_since, status.transient_failures) == (start, start + HALF, failure)
+    at = start + datetime.timedelta(seconds=HOLD_SECONDS + 30)
+    flipped = advance(status, throttled, at)
+    assert not flipped.verified
+    assert "transient errors since" in flipped.reason
+    assert advance(flipped, Check("docker.io", "p"), at).verified  # the next success restores it
+
+
+def test_a_definitive_error_flips_at_once_and_a_transient_one_never_verifies() -> None:
+    verified = advance(None, Check("docker.io", "p"), NOW)
+    denied = advance(verified, Check("docker.io", "p", "AccessDenied"), NOW + HOUR)
+    assert (denied.verified, denied.reason) == (False, "AccessDenied")
+    assert not advance(None, Check("docker.io", "p", "Throttling", transient=True), NOW).verified
+    assert not advance(denied, Check("docker.io", "p", "Throttling", transient=True), NOW + HOUR).verified
+    other_prefix = advance(verified, Check("docker.io", "other", "Throttling", transient=True), NOW + HOUR)
+    assert not other_prefix.verified, "a hold is for the prefix that was verified"
+
+
+def test_a_held_upstream_is_trusted_only_within_the_maximum_age_of_its_last_success() -> None:
+    held = UpstreamStatus("docker.io", "p", True, "Throttling", NOW - 3 * HOUR, NOW - 3 * HOUR, 2)
+    document = StatusDocument(NOW, (held,))
+    assert StatusDocument.parse(document.to_json()) == document  # additive fields round-trip
+    trusted = verification(document, NOW, 2 * HOUR)
+    assert trusted.verified == frozenset()
+    assert "no successful check for 10800s (Throttling)" in trusted.reason_for("docker.io")
+    legacy = json.loads(document.to_json())
+    del legacy["upstreams"]["docker.io"]["heldSince"]  # a document from the previous version reads the same
+    assert StatusDocument.parse(json.dumps(legacy)).upstreams[0].verified
