@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,20 +24,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from webhook.controller.caches import Caches, resource_version
 from webhook.controller.ecr import TokenSource
 from webhook.controller.heartbeat import Heartbeats
-from webhook.controller.kube import (
-    REQUEST_TIMEOUT,
-    WATCH_MAX_SILENCE,
-    Backoff,
-    ListWatch,
-    RateLimiter,
-    body,
-    record_event,
-)
+from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, RateLimiter, body, record_event
 from webhook.controller.metrics import ControllerMetrics
 from webhook.controller.tokens import TokenKeeper
-from webhook.controller.workqueue import NORMAL, URGENT, WorkQueue
+from webhook.controller.workqueue import NORMAL, WorkQueue
 from webhook.core import pullsecret
 from webhook.core.selectors import Selector
 from webhook.core.token import Token
@@ -91,17 +84,22 @@ class Controller:
         self.queue = WorkQueue()
         metrics.queue_depth.set_function(lambda: len(self.queue))
         self._lock = threading.Lock()
-        self._namespaces: dict[str, dict[str, str]] = {}  # name -> labels, of namespaces that are not terminating
-        # namespace -> our-named Secret, slim (pullsecret.slim): no token data, no managedFields.
-        # Only the one in our own namespace is kept whole: a new leader adopts its token.
-        self._secrets: dict[str, dict[str, Any]] = {}
-        # namespace -> resourceVersion of a delete seen by the watch: a write answer older than it is stale.
-        self._deleted_at: dict[str, int] = {}
         self._in_sync: set[str] = set()
         self._reported_foreign: dict[str, str] = {}  # namespace -> resourceVersion reported
         self._write_backoff: dict[str, Backoff] = {}  # namespace -> backoff of a write that keeps failing
-        self._listed: set[str] = set()
-        self.caches_synced = threading.Event()  # both caches hold a first full list
+        self.caches = Caches(
+            self.core,
+            secret_name=target.name,
+            home_namespace=target.home_namespace,
+            excluded_names=target.excluded_names,
+            excluded_by_labels=target.excluded_by_labels,
+            stop=self.stop,
+            heartbeats=self.heartbeats,
+            enqueue=self.queue.add,
+            forget=self._forget,
+            changed=self._publish_counts,
+        )
+        self.caches_synced = self.caches.synced
         self.keeper = TokenKeeper(
             tokens,
             metrics=metrics,
@@ -113,32 +111,13 @@ class Controller:
             on_token=self._token_changed,
             refresh_floor=token_refresh_floor,
         )
-        self.namespace_watch = ListWatch(
-            "namespaces",
-            self.core.list_namespace,
-            self._namespaces_listed,
-            self._namespace_event,
-            self.stop,
-            shrink=_namespace_essentials,
-            beat=lambda: self.heartbeats.beat("watch-namespaces", WATCH_MAX_SILENCE),
-        )
-        self.secret_watch = ListWatch(
-            "secrets",
-            self.core.list_secret_for_all_namespaces,
-            self._secrets_listed,
-            self._secret_event,
-            self.stop,
-            shrink=self._cached,
-            beat=lambda: self.heartbeats.beat("watch-secrets", WATCH_MAX_SILENCE),
-            field_selector=f"metadata.name={target.name}",
-        )
 
     # -- life cycle ----------------------------------------------------------------------------------------
 
     def start(self) -> list[threading.Thread]:
         loops: list[tuple[str, Callable[[], None]]] = [
-            ("watch-namespaces", self.namespace_watch.run),
-            ("watch-secrets", self.secret_watch.run),
+            ("watch-namespaces", self.caches.namespace_watch.run),
+            ("watch-secrets", self.caches.secret_watch.run),
             ("tokens", self.keeper.run),
             ("resync", self._resync_loop),
         ]
@@ -185,12 +164,7 @@ class Controller:
         AWS trouble never makes a replica unready: a rollout or `helm --wait` must not hinge on
         AWS health. It is listed by `problems()` instead.
         """
-        for watch in (self.namespace_watch, self.secret_watch):
-            if not watch.synced.is_set():
-                return f"waiting for the first list of {watch.name}" + (
-                    f": {watch.last_error}" if watch.last_error else ""
-                )
-        return None
+        return self.caches.not_synced_reason()
 
     def problems(self) -> list[str]:
         """What is wrong with the leader's token, for /readyz's body."""
@@ -205,104 +179,22 @@ class Controller:
             return ["no valid ECR token yet"]
         return []
 
-    # -- caches fed by the watches -------------------------------------------------------------------------
-
-    def _excluded(self, name: str, labels: Mapping[str, str]) -> bool:
-        return name in self.target.excluded_names or self.target.excluded_by_labels(labels)
-
-    def _mark_listed(self, what: str) -> None:
-        self._listed.add(what)
-        if self._listed >= {"namespaces", "secrets"}:
-            self.caches_synced.set()
-
-    def _namespaces_listed(self, items: list[dict[str, Any]]) -> None:
+    def _forget(self, namespace: str) -> None:
+        """A namespace that went away, or is now excluded, or is terminating: no reconcile state for it."""
         with self._lock:
-            before = set(self._namespaces)
-            self._namespaces = {}
-            for item in items:
-                self._remember_namespace(item)
-            self._in_sync &= set(self._namespaces)
-            names = before | set(self._namespaces)  # old keys too: one may have gone during a watch gap
-            self._mark_listed("namespaces")
-        for name in names:
-            self.queue.add(name, NORMAL)
-        self._publish_counts()
-
-    def _remember_namespace(self, item: dict[str, Any]) -> bool:
-        metadata = item.get("metadata") or {}
-        name, labels = metadata.get("name", ""), metadata.get("labels") or {}
-        terminating = (item.get("status") or {}).get("phase") == "Terminating" or metadata.get("deletionTimestamp")
-        if not name or terminating or self._excluded(name, labels):
-            self._namespaces.pop(name, None)
-            self._in_sync.discard(name)
-            return False
-        self._namespaces[name] = labels
-        return True
-
-    def _namespace_event(self, kind: str, item: dict[str, Any]) -> None:
-        name = (item.get("metadata") or {}).get("name", "")
-        with self._lock:
-            if kind == "DELETED":
-                self._namespaces.pop(name, None)
-                self._in_sync.discard(name)
-                self._write_backoff.pop(name, None)
-                wanted = False
-            else:
-                known = name in self._namespaces
-                wanted = self._remember_namespace(item) and not known
-        if wanted:
-            self.queue.add(name, URGENT)
-        self._publish_counts()
-
-    def _secrets_listed(self, items: list[dict[str, Any]]) -> None:
-        with self._lock:
-            before = set(self._secrets)
-            self._secrets = {(i.get("metadata") or {}).get("namespace", ""): self._cached(i) for i in items}
-            self._deleted_at.clear()  # the list is newer than any delete seen before it
-            # A Secret deleted during a watch gap is in `before` only: look at it again now, not at the next resync.
-            namespaces = before | set(self._secrets)
-            self._mark_listed("secrets")
-        for namespace in namespaces:
-            self.queue.add(namespace, NORMAL)
-
-    def _secret_event(self, kind: str, item: dict[str, Any]) -> None:
-        namespace = (item.get("metadata") or {}).get("namespace", "")
-        with self._lock:
-            if kind == "DELETED":
-                self._secrets.pop(namespace, None)
-                self._deleted_at[namespace] = _resource_version(item)
-            else:
-                self._remember_secret(namespace, item)
-        self.queue.add(namespace, URGENT)
-
-    def _cached(self, secret: dict[str, Any]) -> dict[str, Any]:
-        namespace = (secret.get("metadata") or {}).get("namespace", "")
-        return secret if namespace == self.target.home_namespace else pullsecret.slim(secret)
-
-    def _remember_secret(self, namespace: str, item: dict[str, Any]) -> None:
-        """Keep the newest copy: our own write's answer may arrive before an older watch event,
-        or after a newer delete (which must win)."""
-        item = self._cached(item)
-        version = _resource_version(item)
-        known = self._secrets.get(namespace)
-        if known is not None and _resource_version(known) > version:
-            return
-        if self._deleted_at.get(namespace, -1) > version:
-            return
-        self._deleted_at.pop(namespace, None)
-        self._secrets[namespace] = item
+            self._in_sync.discard(namespace)
+            self._write_backoff.pop(namespace, None)
 
     def _adoptable_token(self) -> Token | None:
         """The token our own Secret in the controller's namespace holds, if any (see tokens.py)."""
         if not self.target.home_namespace:
             return None
-        with self._lock:
-            secret = self._secrets.get(self.target.home_namespace)
+        secret = self.caches.secret(self.target.home_namespace)
         return pullsecret.token_from(secret, self.target.registry, datetime.datetime.now(datetime.UTC))
 
     def _publish_counts(self) -> None:
+        self.metrics.namespaces.set(len(self.caches.namespaces()))
         with self._lock:
-            self.metrics.namespaces.set(len(self._namespaces))
             self.metrics.in_sync.set(len(self._in_sync))
 
     # -- tokens and resync ---------------------------------------------------------------------------------
@@ -320,9 +212,7 @@ class Controller:
             self.enqueue_all(NORMAL)
 
     def enqueue_all(self, priority: int) -> None:
-        with self._lock:
-            names = list(self._namespaces)
-        for name in names:
+        for name in self.caches.namespaces():
             self.queue.add(name, priority)
 
     # -- reconcile -----------------------------------------------------------------------------------------
@@ -352,9 +242,7 @@ class Controller:
         if not self.is_leader():
             return None
         token = self.keeper.token
-        with self._lock:
-            wanted = namespace in self._namespaces
-            actual = self._secrets.get(namespace)
+        wanted, actual = self.caches.wanted(namespace), self.caches.secret(namespace)
         decision = pullsecret.plan(
             namespace=namespace,
             name=self.target.name,
@@ -402,8 +290,8 @@ class Controller:
             log.warning("secret write failed", extra={"fields": {"namespace": namespace, "error": str(error)}})
             return self._retry_after_failure(namespace)
         result = "created" if decision.action == "create" else "updated"
+        self.caches.remember_secret(namespace, written)
         with self._lock:
-            self._remember_secret(namespace, written)
             self._write_backoff.pop(namespace, None)
         self.metrics.writes.labels(result).inc()
         self._mark(namespace, True)
@@ -466,8 +354,7 @@ class Controller:
             )
         except (ApiException, HTTPError, OSError):
             return
-        with self._lock:
-            self._remember_secret(namespace, current)
+        self.caches.remember_secret(namespace, current)
 
     def _mark(self, namespace: str, synced: bool) -> None:
         with self._lock:
@@ -476,7 +363,7 @@ class Controller:
 
     def _report_foreign(self, namespace: str, secret: dict[str, Any], *, wrong_type: bool = False) -> None:
         self._mark(namespace, False)
-        version = _resource_version(secret)
+        version = resource_version(secret)
         if self._reported_foreign.get(namespace) == str(version):
             return
         self._reported_foreign[namespace] = str(version)
@@ -495,25 +382,9 @@ class Controller:
         record_event(self.core, involved, reason="ForeignSecret", message=message, warning=True, component=COMPONENT)
 
 
-def _namespace_essentials(namespace: dict[str, Any]) -> dict[str, Any]:
-    """What the namespace cache needs: name, labels, and whether it is going away."""
-    metadata = namespace.get("metadata") or {}
-    return {
-        "metadata": {key: metadata[key] for key in ("name", "labels", "deletionTimestamp") if key in metadata},
-        "status": {"phase": (namespace.get("status") or {}).get("phase")},
-    }
-
-
 def _api_message(error: ApiException) -> str:
     """The API server's own message (a Status body), shortened; never the object we sent."""
     try:
         return str(json.loads(error.body or "{}").get("message", ""))[:300]
     except (ValueError, AttributeError):
         return ""
-
-
-def _resource_version(obj: Mapping[str, Any]) -> int:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0

@@ -1,4 +1,4 @@
-"""The controller's caches, fed by watch events and lists, without an API server."""
+"""The controller's caches (caches.py), fed by watch events and lists, without an API server."""
 
 from typing import Any
 
@@ -32,31 +32,31 @@ def drain(queue: Any) -> set[str]:
 
 def test_a_write_answer_never_overwrites_a_newer_delete() -> None:
     c = controller()
-    c._secrets_listed([secret("a", 5)])
-    c._secret_event("DELETED", secret("a", 9))
-    c._remember_secret("a", secret("a", 8))  # the answer to a write that raced the delete
-    assert "a" not in c._secrets
-    c._remember_secret("a", secret("a", 10))  # a newer write: kept
-    assert c._secrets["a"]["metadata"]["resourceVersion"] == "10"
+    c.caches._secrets_listed([secret("a", 5)])
+    c.caches._secret_event("DELETED", secret("a", 9))
+    c.caches.remember_secret("a", secret("a", 8))  # the answer to a write that raced the delete
+    assert "a" not in c.caches._secrets
+    c.caches.remember_secret("a", secret("a", 10))  # a newer write: kept
+    assert c.caches._secrets["a"]["metadata"]["resourceVersion"] == "10"
 
 
 def test_a_relist_queues_what_vanished_during_the_watch_gap() -> None:
     c = controller()
-    c._secrets_listed([secret("a", 1), secret("b", 2)])
+    c.caches._secrets_listed([secret("a", 1), secret("b", 2)])
     drain(c.queue)
-    c._secrets_listed([secret("b", 3)])  # "a" was deleted while the watch was down
+    c.caches._secrets_listed([secret("b", 3)])  # "a" was deleted while the watch was down
     assert drain(c.queue) == {"a", "b"}
     namespace = {"metadata": {"name": "x"}}
-    c._namespaces_listed([namespace])
+    c.caches._namespaces_listed([namespace])
     drain(c.queue)
-    c._namespaces_listed([])
+    c.caches._namespaces_listed([])
     assert drain(c.queue) == {"x"}
 
 
 def test_workers_wait_until_both_caches_are_listed() -> None:
     c = controller()
     assert not c.caches_synced.is_set()
-    c._namespaces_listed([])
+    c.caches._namespaces_listed([])
     assert not c.caches_synced.is_set()
-    c._secrets_listed([])
+    c.caches._secrets_listed([])
     assert c.caches_synced.is_set()
