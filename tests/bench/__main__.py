@@ -337,20 +337,15 @@ def bench_against_bare(seconds: float, long_seconds: float, webhook_pythonpath: 
     return results
 
 
-def bench_controller() -> dict[str, Any]:
+@contextlib.contextmanager
+def controller_bed() -> Iterator[tuple[Any, Any, Path, Path]]:
+    """A fresh control plane with the chart's controller RBAC and policy: (plane, admin client, the
+    controller's kubeconfig, a scratch folder)."""
     from tests.controlplane import build
-
-    missing = [name for name in ("etcd", "kube-apiserver", "helm") if not build.binary_path(name).is_file()]
-    if missing:
-        return {"skipped": f"control plane binaries missing ({', '.join(missing)}): run `make controlplane`"}
-    from kubernetes import client
-
     from tests.e2e import test_controller as scenario
     from tests.e2e.chart import apply, render
-    from tests.e2e.controllers import controller_process, token_kubeconfig
+    from tests.e2e.controllers import token_kubeconfig
     from tests.e2e.controlplane import ControlPlane
-    from tests.fake_ecr import fake_ecr
-    from tests.support import wait_for
 
     with (
         tempfile.TemporaryDirectory() as folder,
@@ -360,24 +355,40 @@ def bench_controller() -> dict[str, Any]:
         with plane.api_client() as api:
             templates = ("templates/controller-rbac.yaml", "templates/controller-policy.yaml")
             apply(api, render(build.binary_path("helm"), show_only=templates), "")
-            core = client.CoreV1Api(api)
             token = plane.service_account_token(scenario.RELEASE_NAMESPACE, scenario.SERVICE_ACCOUNT)
-            kubeconfig = token_kubeconfig(plane, token, Path(folder) / "kubeconfig")
-            names = scenario.namespaces(plane, "bench", 200)
-            with fake_ecr() as ecr, controller_process(kubeconfig, ecr, Path(folder), "bench", *scenario.FAST):
-                started = time.monotonic()
-                wait_for(lambda: scenario.all_hold(core, names, ecr.password(1)), timeout=120, interval=0.2)
-                initial = time.monotonic() - started
-                delays = []
-                for _ in range(10):
-                    created = time.monotonic()  # from before the namespace exists
-                    [fresh] = scenario.namespaces(plane, "new", 1)
-                    wait_for(
-                        lambda name=fresh: scenario.password_in(scenario.secret(core, name)) is not None,  # type: ignore[misc]
-                        interval=0.02,
-                    )
-                    delays.append(time.monotonic() - created)
-            handover = bench_handover(plane, kubeconfig, Path(folder), set(names))
+            yield plane, api, token_kubeconfig(plane, token, Path(folder) / "kubeconfig"), Path(folder)
+
+
+def bench_controller() -> dict[str, Any]:
+    from tests.controlplane import build
+
+    missing = [name for name in ("etcd", "kube-apiserver", "helm") if not build.binary_path(name).is_file()]
+    if missing:
+        return {"skipped": f"control plane binaries missing ({', '.join(missing)}): run `make controlplane`"}
+    from kubernetes import client
+
+    from tests.e2e import test_controller as scenario
+    from tests.e2e.controllers import controller_process
+    from tests.fake_ecr import fake_ecr
+    from tests.support import wait_for
+
+    with controller_bed() as (plane, api, kubeconfig, folder):
+        core = client.CoreV1Api(api)
+        names = scenario.namespaces(plane, "bench", 200)
+        with fake_ecr() as ecr, controller_process(kubeconfig, ecr, Path(folder), "bench", *scenario.FAST):
+            started = time.monotonic()
+            wait_for(lambda: scenario.all_hold(core, names, ecr.password(1)), timeout=120, interval=0.2)
+            initial = time.monotonic() - started
+            delays = []
+            for _ in range(10):
+                created = time.monotonic()  # from before the namespace exists
+                [fresh] = scenario.namespaces(plane, "new", 1)
+                wait_for(
+                    lambda name=fresh: scenario.password_in(scenario.secret(core, name)) is not None,  # type: ignore[misc]
+                    interval=0.02,
+                )
+                delays.append(time.monotonic() - created)
+        handover = bench_handover(plane, kubeconfig, Path(folder), set(names))
     return {
         "namespaces": 200,
         "seconds_until_all_hold_a_secret": round(initial, 2),
@@ -393,11 +404,8 @@ def bench_memory(namespaces: int) -> dict[str, Any]:
 
     from kubernetes import client
 
-    from tests.controlplane import build
     from tests.e2e import test_controller as scenario
-    from tests.e2e.chart import apply, render
-    from tests.e2e.controllers import controller_process, token_kubeconfig
-    from tests.e2e.controlplane import ControlPlane
+    from tests.e2e.controllers import controller_process
     from tests.fake_ecr import fake_ecr
     from tests.support import wait_for
 
@@ -409,37 +417,28 @@ def bench_memory(namespaces: int) -> dict[str, Any]:
 
     # Its own write limit: 10,000 writes at the default 20/s would take over 8 minutes.
     fast = (*scenario.FAST, "--api-qps", "2000", "--api-burst", "2000")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        ControlPlane(build.binary_path("etcd"), build.binary_path("kube-apiserver")) as plane,
-    ):
-        plane.create_namespace(scenario.RELEASE_NAMESPACE)
-        with plane.api_client() as api:
-            templates = ("templates/controller-rbac.yaml", "templates/controller-policy.yaml")
-            apply(api, render(build.binary_path("helm"), show_only=templates), "")
-            token = plane.service_account_token(scenario.RELEASE_NAMESPACE, scenario.SERVICE_ACCOUNT)
-            kubeconfig = token_kubeconfig(plane, token, Path(folder) / "kubeconfig")
-            core = client.CoreV1Api(api)
-            started = time.monotonic()
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(lambda i: core.create_namespace({"metadata": {"name": f"scale-{i}"}}), range(namespaces)))
-            created = time.monotonic() - started
-            with fake_ecr() as ecr:
-                with controller_process(kubeconfig, ecr, Path(folder), "writer", *fast) as writer:
-                    wait_for(
-                        lambda: writer.metric("ecr_pullthrough_namespaces_in_sync") >= namespaces,
-                        timeout=1800,
-                        interval=1,
-                    )
-                    writer_peak = peak_mib(writer.process.pid)
-                    written = time.monotonic() - started - created
-                with controller_process(kubeconfig, ecr, Path(folder), "cold", *fast) as cold:
-                    wait_for(
-                        lambda: cold.metric("ecr_pullthrough_namespaces_in_sync") >= namespaces,
-                        timeout=1800,
-                        interval=1,
-                    )
-                    cold_peak = peak_mib(cold.process.pid)
+    with controller_bed() as (_, api, kubeconfig, folder):
+        core = client.CoreV1Api(api)
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: core.create_namespace({"metadata": {"name": f"scale-{i}"}}), range(namespaces)))
+        created = time.monotonic() - started
+        with fake_ecr() as ecr:
+            with controller_process(kubeconfig, ecr, Path(folder), "writer", *fast) as writer:
+                wait_for(
+                    lambda: writer.metric("ecr_pullthrough_namespaces_in_sync") >= namespaces,
+                    timeout=1800,
+                    interval=1,
+                )
+                writer_peak = peak_mib(writer.process.pid)
+                written = time.monotonic() - started - created
+            with controller_process(kubeconfig, ecr, Path(folder), "cold", *fast) as cold:
+                wait_for(
+                    lambda: cold.metric("ecr_pullthrough_namespaces_in_sync") >= namespaces,
+                    timeout=1800,
+                    interval=1,
+                )
+                cold_peak = peak_mib(cold.process.pid)
     return {
         "namespaces": namespaces,
         "seconds_to_create_namespaces": round(created, 1),
