@@ -11,7 +11,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliApp
 
-from webhook.settings import ENV_PREFIX, ControllerSettings, RewriteCommandSettings, WebhookSettings
+from webhook.settings import ENV_PREFIX, ControllerSettings, RewriteCommandSettings, ScanSettings, WebhookSettings
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -22,6 +22,7 @@ commands:
   rewrite    print what the webhook would do with each IMAGE
   controller keep a fresh ECR pull secret in every namespace
   demo       start a local webhook on a throwaway certificate and show a pod before and after
+  scan       read the cluster and show what the webhook would do to every workload (read-only)
 
 Every setting is a flag and an environment variable ECR_PULLTHROUGH_<NAME>; see `COMMAND --help`.
 """
@@ -138,6 +139,12 @@ def run_controller(args: Sequence[str]) -> int:
     return run(_load(ControllerSettings, "controller", args))
 
 
+def run_scan(args: Sequence[str]) -> int:
+    from webhook.ops.command import scan
+
+    return scan(_load(ScanSettings, "scan", args))
+
+
 def run_demo(args: Sequence[str]) -> int:
     from webhook.admission.demo import run
 
@@ -149,6 +156,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "rewrite": run_rewrite,
     "controller": run_controller,
     "demo": run_demo,
+    "scan": run_scan,
 }
 
 

@@ -256,6 +256,23 @@ class RewriteCommandSettings(CommonSettings):
     """
 
 
+class ScanSettings(CommonSettings):
+    """`ecr-pullthrough scan`: what the webhook would do to every workload of the cluster, read-only."""
+
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
+    )
+    namespace: str = Field("ecr-pullthrough", description="the release namespace (its upstream status ConfigMap)")
+    upstream_status_configmap: str = Field(
+        "ecr-pullthrough-upstream-status",
+        description="the controller's upstream status ConfigMap; without it, every upstream counts as verified",
+    )
+    upstream_status_max_age_seconds: float = Field(
+        7200, gt=0, description="an upstream status older than this counts as unknown, as for the webhook"
+    )
+    output: Literal["text", "json"] = Field("text", description="a table per namespace, or JSON for scripts")
+
+
 class ControllerSettings(CommonSettings):
     """`ecr-pullthrough controller`: keeps a fresh ECR pull secret in every namespace."""
 
