@@ -67,7 +67,8 @@ def test_moto_server_token_with_a_past_expiry_gets_the_refresh_floor(monkeypatch
         monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        token = source().fetch()
+        # moto loads its ECR backend on the first request: seconds on a busy machine, not the 1 s of `source()`.
+        token = TokenSource(ecr_client(REGION, connect_timeout=5, read_timeout=60, max_attempts=3)).fetch()
     finally:
         server.stop()
     floor = datetime.timedelta(seconds=60)
