@@ -1,6 +1,7 @@
 """Verifying upstreams against the fake ECR endpoint (its API and its registry), through boto3 and HTTP."""
 
 from tests.fake_ecr import FakeEcr
+from tests.strategies import REGISTRY
 from webhook.controller.ecr import TokenSource, ecr_client
 from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.core.token import Token
@@ -18,8 +19,11 @@ def verify(
         token = token or TokenSource(client).fetch()
         return token
 
-    verifier = Verifier(client, configured_upstreams(prefix, upstreams or {}, probes or {}), current, http_timeout=2)
+    verifier = Verifier(
+        client, configured_upstreams(prefix, upstreams or {}, probes or {}), current, registry=REGISTRY, http_timeout=2
+    )
     document: StatusDocument = verifier.verify()
+    assert {s.registry for s in document.upstreams} == {REGISTRY}, "each entry names the registry it verified"
     return {s.upstream: (s.verified, s.reason) for s in document.upstreams}
 
 

@@ -113,6 +113,7 @@ def run(settings: ControllerSettings) -> int:
             ecr,
             configured_upstreams(settings.prefix, settings.upstreams, settings.probe_images),
             controller.current_token,
+            registry=settings.registry_host,
             http_timeout=settings.aws_read_timeout * 2,
         )
         monitor = UpstreamMonitor(

@@ -77,9 +77,11 @@ class Verifier:
         upstreams: list[Upstream],
         token: Callable[[], Token | None],
         *,
+        registry: str,
         http_timeout: float = 10,
     ) -> None:
         self.ecr, self.upstreams, self.token, self.http_timeout = ecr, upstreams, token, http_timeout
+        self.registry = registry  # recorded in every entry: the webhook trusts it only for this registry
 
     def verify(self) -> StatusDocument:
         now = datetime.datetime.now(datetime.UTC)
@@ -88,12 +90,14 @@ class Verifier:
         except AwsError as error:
             reason = f"ECR DescribePullThroughCacheRules failed ({error}): check the region and the IAM role"
             return StatusDocument(
-                now, tuple(UpstreamStatus(u.name, u.prefix, False, reason, now) for u in self.upstreams)
+                now, tuple(UpstreamStatus(u.name, u.prefix, False, reason, now, self.registry) for u in self.upstreams)
             )
         statuses = []
         for upstream in self.upstreams:
             problem = self._problem(upstream, rules)
-            statuses.append(UpstreamStatus(upstream.name, upstream.prefix, problem is None, problem or "", now))
+            statuses.append(
+                UpstreamStatus(upstream.name, upstream.prefix, problem is None, problem or "", now, self.registry)
+            )
         return StatusDocument(now, tuple(statuses))
 
     def _rules(self) -> dict[str, dict[str, Any]]:
