@@ -59,6 +59,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-upstream-status" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* This installation's name on the Secrets its controller owns (label ecr-pullthrough/instance):
+     <release namespace>.<release name>, so two releases never write each other's pull Secret.
+     A label value is at most 63 characters: a longer one keeps 54 and a hash of the whole. */}}
+{{- define "ecr-pullthrough.instance" -}}
+{{- $instance := printf "%s.%s" .Release.Namespace .Release.Name -}}
+{{- if gt (len $instance) 63 -}}
+{{- $instance = printf "%s-%s" ($instance | trunc 54) ($instance | sha256sum | trunc 8) -}}
+{{- end -}}
+{{- $instance -}}
+{{- end -}}
+
 {{- define "ecr-pullthrough.configName" -}}
 {{- printf "%s-settings" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

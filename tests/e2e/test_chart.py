@@ -206,6 +206,7 @@ def test_install_certificates_upgrade_rules_and_uninstall(
         kubeconfig = token_kubeconfig(control_plane, token, tmp_path / "controller-kubeconfig")
         args = (
             "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER,
+            "--instance", f"{NAMESPACE}.{RELEASE}",
             "--webhook-tls-secret", TLS_SECRET, "--webhook-configuration", FULLNAME, "--webhook-service", WEBHOOK,
         )  # fmt: skip
         with fake_ecr() as ecr, controller_process(kubeconfig, ecr, tmp_path, "chart", *args):

@@ -44,6 +44,7 @@ def run(settings: ControllerSettings) -> int:
         excluded_names=frozenset(settings.exclude_namespaces),
         excluded_by_labels=lambda labels: opted_out(labels) or by_labels(labels),
         home_namespace=settings.namespace,
+        instance=settings.instance,
     )
     session = aws_session(allow_instance_metadata=settings.allow_instance_metadata)
     ecr = ecr_client(
@@ -100,6 +101,7 @@ def run(settings: ControllerSettings) -> int:
             secret=settings.webhook_tls_secret,
             configuration=settings.webhook_configuration,
             service=settings.webhook_service,
+            instance=settings.instance,
         )
         keep = functools.partial(
             _keep_certificates, certificates, elector.leading, controller.stop, certificates_due, settings, heartbeats

@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook import certs
 from webhook.controller.kube import REQUEST_TIMEOUT, body
+from webhook.core.pullsecret import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger("ecr_pullthrough.certificates")
 
@@ -129,7 +130,17 @@ def ca_bundle(material: Material, now: datetime.datetime) -> bytes:
 
 
 class WebhookCertificates:
-    def __init__(self, api: client.ApiClient, *, namespace: str, secret: str, configuration: str, service: str) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        secret: str,
+        configuration: str,
+        service: str,
+        instance: str = "ecr-pullthrough",
+    ) -> None:
+        self.labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: instance}
         # Any: plain dicts in and out, the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.admission: Any = client.AdmissionregistrationV1Api(api)
@@ -204,7 +215,7 @@ class WebhookCertificates:
                 "metadata": {
                     "name": self.secret,
                     "namespace": self.namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "ecr-pullthrough"},
+                    "labels": dict(self.labels),
                     # Garbage-collected with the webhook configuration on `helm uninstall`.
                     "ownerReferences": [
                         {
@@ -220,4 +231,6 @@ class WebhookCertificates:
             self.core.create_namespaced_secret(self.namespace, new, _request_timeout=REQUEST_TIMEOUT)
         else:
             secret["data"] = data
+            metadata = secret.setdefault("metadata", {})
+            metadata["labels"] = {**(metadata.get("labels") or {}), **self.labels}  # adopts a 0.1.0 Secret
             self.core.replace_namespaced_secret(self.secret, self.namespace, secret, _request_timeout=REQUEST_TIMEOUT)
