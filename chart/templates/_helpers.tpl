@@ -82,6 +82,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not (or .Values.registry (and .Values.accountId .Values.region)) -}}
 {{- fail "set registry (your ECR registry host, e.g. --set registry=123456789012.dkr.ecr.us-east-1.amazonaws.com), or accountId and region" -}}
 {{- end -}}
+{{- if ge (float64 .Values.controller.verifySeconds) (float64 .Values.webhook.upstreamStatusMaxAgeSeconds) -}}
+{{- fail (printf "controller.verifySeconds (%d) must be below webhook.upstreamStatusMaxAgeSeconds (%d): the webhook would find the status stale between two verifications and rewrite nothing" (int64 .Values.controller.verifySeconds) (int64 .Values.webhook.upstreamStatusMaxAgeSeconds)) -}}
+{{- end -}}
+{{- $requirements := include "ecr-pullthrough.excludeRequirements" . -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.podSecurityContext" -}}

@@ -22,6 +22,8 @@ from tests.fake_ecr import fake_ecr
 from tests.support import wait_for, webhook_process
 
 VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# One values file per value that used to render into something else; its first line says the error expected.
+BAD_VALUES = sorted((CHART / "ci" / "bad").glob("*.yaml"))
 RELEASE = "chart-e2e"
 NAMESPACE = "chart-e2e"
 FULLNAME = f"{RELEASE}-ecr-pullthrough"
@@ -148,6 +150,39 @@ def test_the_schema_rejects_typos_and_wrong_types(helm: Path, arguments: tuple[s
     result = helm_run(helm, "template", "x", str(CHART), "--set", f"registry={REGISTRY}", *arguments, check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("values", BAD_VALUES, ids=[v.name for v in BAD_VALUES])
+def test_each_bad_values_file_fails_to_render_with_its_message(helm: Path, values: Path) -> None:
+    expected = values.read_text().splitlines()[0].removeprefix("# expect: ")
+    result = helm_run(helm, "template", "x", str(CHART), "--values", str(values), check=False)
+    assert result.returncode != 0, f"{values.name} rendered"
+    assert expected in result.stderr
+
+
+def test_set_account_id_says_to_use_set_string(helm: Path) -> None:
+    base = ("template", "x", str(CHART), "--set", "region=us-east-1")
+    refused = helm_run(helm, *base, "--set", "accountId=123456789012", check=False)
+    assert refused.returncode != 0
+    assert "accountId is a string: use --set-string accountId=<12 digits>" in refused.stderr
+    only_settings = ("--show-only", "templates/configmap.yaml")
+    accepted = helm_run(helm, *base, "--set-string", "accountId=012345678901", *only_settings)
+    assert 'ECR_PULLTHROUGH_ACCOUNT_ID: "012345678901"' in accepted.stdout
+
+
+def test_large_integers_render_as_integers(helm: Path, tmp_path: Path) -> None:
+    """A values file's numbers are floats to Helm, and 1000000 rendered as 1e+06: every integer goes through int64."""
+    values = tmp_path / "large-values.yaml"
+    values.write_text(
+        f"registry: {REGISTRY}\nwebhook: {{maxBodyBytes: 10485760, upstreamStatusMaxAgeSeconds: 604800}}\n"
+        "controller: {resyncSeconds: 86400, verifySeconds: 86399}\n"
+    )
+    objects = render(helm, values=(values,))
+    text = json.dumps(objects)
+    assert "e+0" not in text
+    assert "--max-body-bytes=10485760" in text
+    assert "--resync-seconds=86400" in text
+    assert "--upstream-status-max-age-seconds=604800" in text
 
 
 def test_a_missing_registry_says_what_to_set(helm: Path) -> None:
