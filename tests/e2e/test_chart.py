@@ -255,7 +255,7 @@ def test_install_certificates_upgrade_rules_and_uninstall(
         names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert f"{WEBHOOK}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
 
-        # helm upgrade keeps the CA: the caBundle is looked up, the Secret is not Helm's.
+        # helm upgrade keeps the CA: no manifest names caBundle, so Helm's merge leaves it; the Secret is not Helm's.
         helm_run(helm, *upgrade, "--set", "webhook.replicas=3")
         assert configuration(api)["webhooks"][0]["clientConfig"]["caBundle"] == bundle
         after = tls_secret(api)

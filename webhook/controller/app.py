@@ -109,6 +109,10 @@ def run(settings: ControllerSettings) -> int:
         threading.Thread(
             target=heartbeats.guarded("certificates", keep, controller.stop), name="certificates", daemon=True
         ).start()
+        for watch in certificates.watches(certificates_due, controller.stop, heartbeats):
+            threading.Thread(
+                target=heartbeats.guarded(watch.name, watch.run, controller.stop), name=watch.name, daemon=True
+            ).start()
     readiness: list[Callable[[], str | None]] = [controller.not_ready_reason]
     if settings.upstream_status_configmap:
         verifier = Verifier(
