@@ -118,11 +118,16 @@ def test_upgrade_from_0_1_0_deleted_tls_secret_and_rollback_are_repaired_within_
     control_plane.create_namespace(name)
     kube = ("--namespace", name, "--kubeconfig", str(control_plane.kubeconfig_path))
     probes = [f"{name}-probe-{i}" for i in range(3)]  # excluded from the chart's configuration
+    # Pull Secrets of this release's own name, and in none of the shared API server's namespaces
+    # (no namespace carries the label): other modules' controllers must never meet them.
+    secret_name = f"{name}-pull"
+    own = {"secretName": secret_name, "excludeNamespaceSelector": "!ca-bundle-e2e/served"}
     values = (
         "--set",
         f"registry={REGISTRY}",
         "--set",
         "excludeNamespaces={" + ",".join(["kube-system", *probes]) + "}",
+        *(f"--set={key}={value}" for key, value in own.items()),
     )
     with control_plane.api_client() as api:
         release = Release(control_plane, api, name)
@@ -154,18 +159,17 @@ def test_upgrade_from_0_1_0_deleted_tls_secret_and_rollback_are_repaired_within_
         # named and the new one does not. Chart 0.1.0's lookup kept it here, but blanked it whenever the
         # Secret was absent.) Either way, the controller starts after the upgrade, as its pods roll.
         only = ("templates/controller-deployment.yaml",)
-        excluded = {"excludeNamespaces": values[-1].removeprefix("excludeNamespaces=")}
+        excluded = {"excludeNamespaces": "{" + ",".join(["kube-system", *probes]) + "}", **own}
         rendered = render(helm, release=name, namespace=name, show_only=only, set_values=excluded)
         [deployment] = [obj for obj in rendered if obj["kind"] == "Deployment"]
         _, *args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         args = [a for a in args if not a.startswith(("--http-", "--upstream-status", "--verify"))]
+        args += ["--registry", REGISTRY, "--secret-name", secret_name, "--certificate-check-seconds", "3600"]
         token = control_plane.service_account_token(name, f"{name}-ecr-pullthrough-controller")
         kubeconfig = token_kubeconfig(control_plane, token, tmp_path / "kubeconfig")
         with (
             fake_ecr() as ecr,
-            controller_process(
-                kubeconfig, ecr, tmp_path, name, *args, "--registry", REGISTRY, "--certificate-check-seconds", "3600"
-            ) as running,
+            controller_process(kubeconfig, ecr, tmp_path, name, *args) as running,
         ):
             ca = wait_for(release.repaired, timeout=REPAIRED_WITHIN, what="caBundle after the upgrade from 0.1.0")
             assert base64.b64encode(ca.encode()).decode() == first_ca, "the CA is kept"

@@ -30,6 +30,7 @@ FULLNAME = f"{RELEASE}-ecr-pullthrough"
 WEBHOOK = f"{FULLNAME}-webhook"
 CONTROLLER = f"{FULLNAME}-controller"
 TLS_SECRET = f"{WEBHOOK}-tls"
+PULL_SECRET = "chart-e2e-pull"
 
 
 def helm_run(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -202,7 +203,9 @@ def test_the_values_table_in_the_chart_readme_is_current() -> None:
 def installed(control_plane: ControlPlane, helm: Path) -> Iterator[list[str]]:
     control_plane.create_namespace(NAMESPACE)
     kubeconfig = str(control_plane.kubeconfig_path)
+    # A pull Secret name of this module's own (see test_controller_policy.PULL_SECRET).
     common = ("--namespace", NAMESPACE, "--kubeconfig", kubeconfig, "--set", f"registry={REGISTRY}")
+    common += ("--set", f"secretName={PULL_SECRET}")
     yield ["upgrade", RELEASE, str(CHART), *common]
     helm_run(helm, "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", kubeconfig, check=False)
 
@@ -241,7 +244,7 @@ def test_install_certificates_upgrade_rules_and_uninstall(
         kubeconfig = token_kubeconfig(control_plane, token, tmp_path / "controller-kubeconfig")
         args = (
             "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER,
-            "--instance", f"{NAMESPACE}.{RELEASE}",
+            "--instance", f"{NAMESPACE}.{RELEASE}", "--secret-name", PULL_SECRET,
             "--webhook-tls-secret", TLS_SECRET, "--webhook-configuration", FULLNAME, "--webhook-service", WEBHOOK,
         )  # fmt: skip
         with fake_ecr() as ecr, controller_process(kubeconfig, ecr, tmp_path, "chart", *args):

@@ -33,7 +33,9 @@ FULLNAME = f"{RELEASE}-ecr-pullthrough"
 CONTROLLER = f"{FULLNAME}-controller"  # the ServiceAccount, the Lease, the policy and its binding
 WEBHOOK = f"{FULLNAME}-webhook"
 TLS_SECRET = f"{WEBHOOK}-tls"
-PULL_SECRET = "ecr-pullthrough"
+# A name of this module's own: Secrets of this release left in the shared API server must never look, to
+# the other modules' controllers, like another release's Secret of their name.
+PULL_SECRET = "policy-e2e-pull"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE_LABEL = "ecr-pullthrough/instance"
 INSTANCE = f"{NAMESPACE}.{RELEASE}"  # the chart's name for this installation
@@ -91,6 +93,7 @@ def setup(control_plane: ControlPlane, helm: Path, tmp_path_factory: pytest.Temp
         helm,
         release=RELEASE,
         namespace=NAMESPACE,
+        set_values={"secretName": PULL_SECRET},
         show_only=(
             "templates/controller-rbac.yaml",
             "templates/controller-policy.yaml",
@@ -246,6 +249,7 @@ def test_the_webhook_configuration_may_change_only_in_its_ca_bundle(setup: Setup
 def test_the_controller_does_its_whole_job_under_the_policy(setup: Setup, tmp_path: Path) -> None:
     args = (
         "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER, "--instance", INSTANCE,
+        "--secret-name", PULL_SECRET,
         "--webhook-tls-secret", TLS_SECRET, "--webhook-configuration", FULLNAME, "--webhook-service", WEBHOOK,
         "--token-refresh-floor-seconds", "1",
         "--api-qps", "1000", "--api-burst", "1000",  # other tests' namespaces get their secrets at once
