@@ -99,7 +99,9 @@ def serving_pair(folder: Path, ca: certs.KeyPair | None = None) -> tuple[certs.K
 
 
 @contextmanager
-def webhook_process(folder: Path, *args: str, host: str = "127.0.0.1") -> Iterator[WebhookProcess]:
+def webhook_process(
+    folder: Path, *args: str, host: str = "127.0.0.1", ca: certs.KeyPair | None = None
+) -> Iterator[WebhookProcess]:
     """Run the real `ecr-pullthrough webhook` process over TLS until the block ends.
 
     Unless `args` name an upstream status file (or the requirement), upstreams are not
@@ -107,7 +109,7 @@ def webhook_process(folder: Path, *args: str, host: str = "127.0.0.1") -> Iterat
     """
     if not any(a.startswith(("--upstream-status-file", "--require-verified-upstreams")) for a in args):
         args = (*args, "--require-verified-upstreams=false")
-    ca, cert, key = serving_pair(folder)
+    ca, cert, key = serving_pair(folder, ca)
     port = free_port()
     log_path = folder / "webhook.log"
     command = [sys.executable, "-m", "webhook", "webhook", "--tls-cert", str(cert), "--tls-key", str(key)]

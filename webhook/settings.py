@@ -31,6 +31,8 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 LABEL_KEY = re.compile(
     r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
+# A label value: at most 63 characters, alphanumeric at both ends.
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 AWS_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]+$")
 
@@ -286,6 +288,11 @@ class ControllerSettings(CommonSettings):
         "(namespaces with the opt-out label are always excluded)",
     )
     lease_name: str = Field("ecr-pullthrough-controller", description="Lease used for leader election")
+    instance: str = Field(
+        "",
+        description="this installation's name in the label ecr-pullthrough/instance of its pull Secrets, so two "
+        "installations never write each other's (default: --namespace; the chart sets <namespace>.<release>)",
+    )
     identity: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         description="this replica's leader-election identity (default: hostname plus a random suffix)",
@@ -342,6 +349,18 @@ class ControllerSettings(CommonSettings):
     def _check_selector(cls, value: str) -> str:
         parse_selector(value)
         return value
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str) -> str:
+        if value and not LABEL_VALUE.match(value):
+            raise ValueError("a label value: at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends")
+        return value
+
+    @model_validator(mode="after")
+    def _default_instance(self) -> ControllerSettings:
+        self.instance = self.instance or self.namespace
+        return self
 
     @model_validator(mode="after")
     def _check_certificate_settings(self) -> ControllerSettings:

@@ -59,6 +59,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-upstream-status" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* This installation's name on the Secrets its controller owns (label ecr-pullthrough/instance):
+     <release namespace>.<release name>, so two releases never write each other's pull Secret.
+     A label value is at most 63 characters: a longer one keeps 54 and a hash of the whole. */}}
+{{- define "ecr-pullthrough.instance" -}}
+{{- $instance := printf "%s.%s" .Release.Namespace .Release.Name -}}
+{{- if gt (len $instance) 63 -}}
+{{- $instance = printf "%s-%s" ($instance | trunc 54) ($instance | sha256sum | trunc 8) -}}
+{{- end -}}
+{{- $instance -}}
+{{- end -}}
+
 {{- define "ecr-pullthrough.configName" -}}
 {{- printf "%s-settings" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -71,6 +82,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not (or .Values.registry (and .Values.accountId .Values.region)) -}}
 {{- fail "set registry (your ECR registry host, e.g. --set registry=123456789012.dkr.ecr.us-east-1.amazonaws.com), or accountId and region" -}}
 {{- end -}}
+{{- if ge (float64 .Values.controller.verifySeconds) (float64 .Values.webhook.upstreamStatusMaxAgeSeconds) -}}
+{{- fail (printf "controller.verifySeconds (%d) must be below webhook.upstreamStatusMaxAgeSeconds (%d): the webhook would find the status stale between two verifications and rewrite nothing" (int64 .Values.controller.verifySeconds) (int64 .Values.webhook.upstreamStatusMaxAgeSeconds)) -}}
+{{- end -}}
+{{- $requirements := include "ecr-pullthrough.excludeRequirements" . -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.podSecurityContext" -}}
@@ -87,4 +102,53 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
+{{- end -}}
+
+{{/* excludeNamespaceSelector as a JSON list of requirements {key, operator, values}, in the
+     namespaceSelector's terms (In, NotIn, Exists, DoesNotExist). Only equality-based selectors
+     (`a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated: AND), as the controller reads them; anything
+     else stops the render. */}}
+{{- define "ecr-pullthrough.excludeRequirements" -}}
+{{- $key := `(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?` -}}
+{{- $value := `(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?` -}}
+{{- $requirements := list -}}
+{{- range $part := splitList "," .Values.excludeNamespaceSelector -}}
+{{- $text := trim $part -}}
+{{- if $text -}}
+{{- if regexMatch (printf `^!\s*%s$` $key) $text -}}
+{{- $requirements = append $requirements (dict "key" (trim (trimPrefix "!" $text)) "operator" "DoesNotExist") -}}
+{{- else if regexMatch (printf `^%s$` $key) $text -}}
+{{- $requirements = append $requirements (dict "key" $text "operator" "Exists") -}}
+{{- else if regexMatch (printf `^%s\s*!=\s*%s$` $key $value) $text -}}
+{{- $pair := splitn "!=" 2 $text -}}
+{{- $requirements = append $requirements (dict "key" (trim $pair._0) "operator" "NotIn" "values" (list (trim $pair._1))) -}}
+{{- else if regexMatch (printf `^%s\s*==?\s*%s$` $key $value) $text -}}
+{{- $pair := splitn "=" 2 $text -}}
+{{- $requirements = append $requirements (dict "key" (trim $pair._0) "operator" "In" "values" (list (trim (trimPrefix "=" $pair._1)))) -}}
+{{- else -}}
+{{- fail (printf "excludeNamespaceSelector: %q is not an equality-based label selector requirement (key=value, key!=value, key or !key; comma-separated requirements must all hold)" $text) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $requirements -}}
+{{- end -}}
+
+{{/* The webhook's namespaceSelector entries: excluded are the namespaces that match every requirement
+     r1..rn, so admitted are those where some ri fails. One selector can only AND, so entry i admits
+     the namespaces where r1..r(i-1) hold and ri fails: disjoint, together exactly the complement, and
+     a pod goes to one entry at most. Each is a JSON list of matchExpressions, to be ANDed with the
+     opt-out label and excludeNamespaces. */}}
+{{- define "ecr-pullthrough.webhookEntries" -}}
+{{- $negation := dict "In" "NotIn" "NotIn" "In" "Exists" "DoesNotExist" "DoesNotExist" "Exists" -}}
+{{- $requirements := include "ecr-pullthrough.excludeRequirements" . | fromJsonArray -}}
+{{- $entries := list -}}
+{{- if not $requirements -}}
+{{- $entries = append $entries (list) -}}
+{{- end -}}
+{{- range $i, $failing := $requirements -}}
+{{- $expressions := slice $requirements 0 $i -}}
+{{- $expressions = append $expressions (set (deepCopy $failing) "operator" (get $negation $failing.operator)) -}}
+{{- $entries = append $entries $expressions -}}
+{{- end -}}
+{{- toJson $entries -}}
 {{- end -}}

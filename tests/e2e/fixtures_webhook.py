@@ -180,7 +180,12 @@ class RegisteredWebhook:
 
 @contextmanager
 def registered_webhook(
-    control_plane: ControlPlane, folder: Path, *args: str, target: str, timeout_seconds: int = 5
+    control_plane: ControlPlane,
+    folder: Path,
+    *args: str,
+    target: str,
+    timeout_seconds: int = 5,
+    exclude_namespace_selector: str = "",
 ) -> Iterator[RegisteredWebhook]:
     """Run `ecr-pullthrough webhook --registry REGISTRY *args`, register it, and wait until the API server calls it."""
     release_namespace = unique("ecr-pullthrough")
@@ -192,6 +197,7 @@ def registered_webhook(
                 name=unique(f"ecr-pullthrough-{target}"),
                 timeout_seconds=timeout_seconds,
                 release_namespace=release_namespace,
+                exclude_namespace_selector=exclude_namespace_selector,
             ),
             TARGET_LABEL,
             target,

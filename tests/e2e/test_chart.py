@@ -22,12 +22,15 @@ from tests.fake_ecr import fake_ecr
 from tests.support import wait_for, webhook_process
 
 VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# One values file per value that used to render into something else; its first line says the error expected.
+BAD_VALUES = sorted((CHART / "ci" / "bad").glob("*.yaml"))
 RELEASE = "chart-e2e"
 NAMESPACE = "chart-e2e"
 FULLNAME = f"{RELEASE}-ecr-pullthrough"
 WEBHOOK = f"{FULLNAME}-webhook"
 CONTROLLER = f"{FULLNAME}-controller"
 TLS_SECRET = f"{WEBHOOK}-tls"
+PULL_SECRET = "chart-e2e-pull"
 
 
 def helm_run(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -150,6 +153,39 @@ def test_the_schema_rejects_typos_and_wrong_types(helm: Path, arguments: tuple[s
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("values", BAD_VALUES, ids=[v.name for v in BAD_VALUES])
+def test_each_bad_values_file_fails_to_render_with_its_message(helm: Path, values: Path) -> None:
+    expected = values.read_text().splitlines()[0].removeprefix("# expect: ")
+    result = helm_run(helm, "template", "x", str(CHART), "--values", str(values), check=False)
+    assert result.returncode != 0, f"{values.name} rendered"
+    assert expected in result.stderr
+
+
+def test_set_account_id_says_to_use_set_string(helm: Path) -> None:
+    base = ("template", "x", str(CHART), "--set", "region=us-east-1")
+    refused = helm_run(helm, *base, "--set", "accountId=123456789012", check=False)
+    assert refused.returncode != 0
+    assert "accountId is a string: use --set-string accountId=<12 digits>" in refused.stderr
+    only_settings = ("--show-only", "templates/configmap.yaml")
+    accepted = helm_run(helm, *base, "--set-string", "accountId=012345678901", *only_settings)
+    assert 'ECR_PULLTHROUGH_ACCOUNT_ID: "012345678901"' in accepted.stdout
+
+
+def test_large_integers_render_as_integers(helm: Path, tmp_path: Path) -> None:
+    """A values file's numbers are floats to Helm, and 1000000 rendered as 1e+06: every integer goes through int64."""
+    values = tmp_path / "large-values.yaml"
+    values.write_text(
+        f"registry: {REGISTRY}\nwebhook: {{maxBodyBytes: 10485760, upstreamStatusMaxAgeSeconds: 604800}}\n"
+        "controller: {resyncSeconds: 86400, verifySeconds: 86399}\n"
+    )
+    objects = render(helm, values=(values,))
+    text = json.dumps(objects)
+    assert "e+0" not in text
+    assert "--max-body-bytes=10485760" in text
+    assert "--resync-seconds=86400" in text
+    assert "--upstream-status-max-age-seconds=604800" in text
+
+
 def test_a_missing_registry_says_what_to_set(helm: Path) -> None:
     result = helm_run(helm, "template", "x", str(CHART), check=False)
     assert result.returncode != 0
@@ -167,7 +203,9 @@ def test_the_values_table_in_the_chart_readme_is_current() -> None:
 def installed(control_plane: ControlPlane, helm: Path) -> Iterator[list[str]]:
     control_plane.create_namespace(NAMESPACE)
     kubeconfig = str(control_plane.kubeconfig_path)
+    # A pull Secret name of this module's own (see test_controller_policy.PULL_SECRET).
     common = ("--namespace", NAMESPACE, "--kubeconfig", kubeconfig, "--set", f"registry={REGISTRY}")
+    common += ("--set", f"secretName={PULL_SECRET}")
     yield ["upgrade", RELEASE, str(CHART), *common]
     helm_run(helm, "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", kubeconfig, check=False)
 
@@ -206,6 +244,7 @@ def test_install_certificates_upgrade_rules_and_uninstall(
         kubeconfig = token_kubeconfig(control_plane, token, tmp_path / "controller-kubeconfig")
         args = (
             "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER,
+            "--instance", f"{NAMESPACE}.{RELEASE}", "--secret-name", PULL_SECRET,
             "--webhook-tls-secret", TLS_SECRET, "--webhook-configuration", FULLNAME, "--webhook-service", WEBHOOK,
         )  # fmt: skip
         with fake_ecr() as ecr, controller_process(kubeconfig, ecr, tmp_path, "chart", *args):
@@ -219,7 +258,7 @@ def test_install_certificates_upgrade_rules_and_uninstall(
         names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert f"{WEBHOOK}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
 
-        # helm upgrade keeps the CA: the caBundle is looked up, the Secret is not Helm's.
+        # helm upgrade keeps the CA: no manifest names caBundle, so Helm's merge leaves it; the Secret is not Helm's.
         helm_run(helm, *upgrade, "--set", "webhook.replicas=3")
         assert configuration(api)["webhooks"][0]["clientConfig"]["caBundle"] == bundle
         after = tls_secret(api)

@@ -27,11 +27,14 @@ from tests.support import wait_for
 RELEASE_NAMESPACE = "ecr-pullthrough"
 SERVICE_ACCOUNT = "ecr-pullthrough-controller"  # the chart's name for release "ecr-pullthrough"
 SECRET = "ecr-pullthrough"
+INSTANCE = f"{RELEASE_NAMESPACE}.ecr-pullthrough"  # the chart's name for release ecr-pullthrough in its namespace
+OURS = {"app.kubernetes.io/managed-by": "ecr-pullthrough", "ecr-pullthrough/instance": INSTANCE}
 CONTROLLER_USER = f"system:serviceaccount:{RELEASE_NAMESPACE}:{SERVICE_ACCOUNT}"
 FAST = (
     "--registry", REGISTRY,
     "--namespace", RELEASE_NAMESPACE,
     "--lease-name", SERVICE_ACCOUNT,
+    "--instance", INSTANCE,
     "--lease-seconds", "4",
     "--renew-deadline-seconds", "3",
     "--retry-seconds", "0.5",
@@ -170,7 +173,7 @@ def test_every_namespace_gets_a_correct_secret_and_a_new_one_within_a_second_or_
 
         found = secret(core, names[0])
         assert found is not None
-        assert found["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ecr-pullthrough"
+        assert OURS.items() <= found["metadata"]["labels"].items()
         assert "ecr-pullthrough/token-expires-at" in found["metadata"]["annotations"]
         auth = json.loads(base64.b64decode(found["data"][".dockerconfigjson"]))["auths"][REGISTRY]
         assert auth["username"] == "AWS"

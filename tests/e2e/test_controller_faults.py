@@ -22,6 +22,7 @@ from tests.e2e.controlplane import ControlPlane
 from tests.e2e.test_controller import (  # noqa: F401 (fixtures)
     FAST,
     NO_WRITE_LIMIT,
+    OURS,
     RELEASE_NAMESPACE,
     SECRET,
     STATUS_CONFIGMAP,
@@ -135,7 +136,7 @@ def test_a_write_that_keeps_failing_backs_off_and_says_why(
     stale = client.V1Secret(
         metadata=client.V1ObjectMeta(
             name=SECRET,
-            labels={"app.kubernetes.io/managed-by": "ecr-pullthrough"},
+            labels=OURS,
             annotations={"ecr-pullthrough/token-expires-at": "2026-01-01T00:00:00+00:00"},
         ),
         type="kubernetes.io/dockerconfigjson",
@@ -255,7 +256,7 @@ def test_a_token_is_never_adopted_from_a_tenant_namespace(
         client.V1Secret(
             metadata=client.V1ObjectMeta(
                 name=SECRET,
-                labels={"app.kubernetes.io/managed-by": "ecr-pullthrough"},
+                labels=OURS,
                 annotations={"ecr-pullthrough/token-expires-at": "2099-01-01T00:00:00+00:00"},
             ),
             type="kubernetes.io/dockerconfigjson",

@@ -33,8 +33,13 @@ FULLNAME = f"{RELEASE}-ecr-pullthrough"
 CONTROLLER = f"{FULLNAME}-controller"  # the ServiceAccount, the Lease, the policy and its binding
 WEBHOOK = f"{FULLNAME}-webhook"
 TLS_SECRET = f"{WEBHOOK}-tls"
-PULL_SECRET = "ecr-pullthrough"
+# A name of this module's own: Secrets of this release left in the shared API server must never look, to
+# the other modules' controllers, like another release's Secret of their name.
+PULL_SECRET = "policy-e2e-pull"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+INSTANCE_LABEL = "ecr-pullthrough/instance"
+INSTANCE = f"{NAMESPACE}.{RELEASE}"  # the chart's name for this installation
+OURS = {MANAGED_BY: "ecr-pullthrough", INSTANCE_LABEL: INSTANCE}
 DOCKERCONFIG = base64.b64encode(b'{"auths":{}}').decode()
 DENIED_BY_POLICY = f"ValidatingAdmissionPolicy '{CONTROLLER}' with binding '{CONTROLLER}' denied request"
 
@@ -56,7 +61,7 @@ def secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "annotations": annotations or {}, "labels": {MANAGED_BY: "ecr-pullthrough"}},
+        "metadata": {"name": name, "annotations": annotations or {}, "labels": dict(OURS)},
         "type": kind,
         "data": data,
     }
@@ -88,6 +93,7 @@ def setup(control_plane: ControlPlane, helm: Path, tmp_path_factory: pytest.Temp
         helm,
         release=RELEASE,
         namespace=NAMESPACE,
+        set_values={"secretName": PULL_SECRET},
         show_only=(
             "templates/controller-rbac.yaml",
             "templates/controller-policy.yaml",
@@ -169,14 +175,37 @@ def test_the_secrets_the_controller_needs_can_still_be_written(setup: Setup) -> 
     users = f"policy-users-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(setup.admin).create_namespace({"metadata": {"name": users}})
     client.CoreV1Api(setup.admin).create_namespaced_secret(users, unmarked)  # the administrator is not affected
-    refused_by_policy(
-        lambda: core.patch_namespaced_secret(
-            PULL_SECRET, users, {"metadata": {"labels": {MANAGED_BY: "ecr-pullthrough"}}}
-        )
-    )
+    refused_by_policy(lambda: core.patch_namespaced_secret(PULL_SECRET, users, {"metadata": {"labels": OURS}}))
     refused_by_policy(
         lambda: core.patch_namespaced_secret(PULL_SECRET, users, {"data": {".dockerconfigjson": DOCKERCONFIG}})
     )
+
+
+def test_the_controller_never_takes_another_releases_secret_but_adopts_one_of_0_1_0(setup: Setup) -> None:
+    core = client.CoreV1Api(setup.controller)
+    admin = client.CoreV1Api(setup.admin)
+    namespace = f"policy-releases-{uuid.uuid4().hex[:6]}"
+    admin.create_namespace({"metadata": {"name": namespace}})
+    # Not even a new Secret that names another release, or none.
+    for labels in ({MANAGED_BY: "ecr-pullthrough", INSTANCE_LABEL: "elsewhere.other"}, {MANAGED_BY: "ecr-pullthrough"}):
+        refused_by_policy(
+            lambda labels=labels: core.create_namespaced_secret(namespace, {**secret(PULL_SECRET), "metadata": {
+                "name": PULL_SECRET, "labels": labels}})
+        )  # fmt: skip
+    # Another release's Secret stays that release's.
+    admin.create_namespaced_secret(
+        namespace, {**secret(PULL_SECRET), "metadata": {"name": PULL_SECRET, "labels": {**OURS, INSTANCE_LABEL: "x.y"}}}
+    )
+    refused_by_policy(lambda: core.patch_namespaced_secret(PULL_SECRET, namespace, {"metadata": {"labels": OURS}}))
+    # A Secret of 0.1.0 (managed-by only) may be adopted: labelled as this release's.
+    admin.delete_namespaced_secret(PULL_SECRET, namespace)
+    admin.create_namespaced_secret(
+        namespace, {**secret(PULL_SECRET), "metadata": {"name": PULL_SECRET, "labels": {MANAGED_BY: "ecr-pullthrough"}}}
+    )
+    refused_by_policy(
+        lambda: core.patch_namespaced_secret(PULL_SECRET, namespace, {"data": {".dockerconfigjson": DOCKERCONFIG}})
+    )  # not without the instance label
+    core.patch_namespaced_secret(PULL_SECRET, namespace, {"metadata": {"labels": OURS}})
 
 
 def test_the_webhook_configuration_may_change_only_in_its_ca_bundle(setup: Setup) -> None:
@@ -219,7 +248,8 @@ def test_the_webhook_configuration_may_change_only_in_its_ca_bundle(setup: Setup
 
 def test_the_controller_does_its_whole_job_under_the_policy(setup: Setup, tmp_path: Path) -> None:
     args = (
-        "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER,
+        "--registry", REGISTRY, "--namespace", NAMESPACE, "--lease-name", CONTROLLER, "--instance", INSTANCE,
+        "--secret-name", PULL_SECRET,
         "--webhook-tls-secret", TLS_SECRET, "--webhook-configuration", FULLNAME, "--webhook-service", WEBHOOK,
         "--token-refresh-floor-seconds", "1",
         "--api-qps", "1000", "--api-burst", "1000",  # other tests' namespaces get their secrets at once

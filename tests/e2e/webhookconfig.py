@@ -27,6 +27,7 @@ def mutating_webhook_configuration(
     timeout_seconds: int = 5,
     release_namespace: str = RELEASE_NAMESPACE,
     exclude_namespaces: tuple[str, ...] = ("kube-system",),
+    exclude_namespace_selector: str = "",
 ) -> dict[str, Any]:
     """The chart's configuration, calling the webhook at `url` (https) trusted through `ca_pem`."""
     [configuration] = render(
@@ -37,6 +38,7 @@ def mutating_webhook_configuration(
             "fullnameOverride": name,
             "webhook.timeoutSeconds": str(timeout_seconds),
             "excludeNamespaces": "{" + ",".join(exclude_namespaces) + "}",
+            "excludeNamespaceSelector": exclude_namespace_selector.replace(",", "\\,"),  # helm --set splits at ,
         },
     )
     for webhook in configuration["webhooks"]:

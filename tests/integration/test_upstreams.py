@@ -3,6 +3,7 @@
 import datetime
 
 from tests.fake_ecr import FakeEcr
+from tests.strategies import REGISTRY
 from webhook.controller.ecr import TokenSource, ecr_client
 from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.core.token import Token
@@ -33,6 +34,7 @@ def checks(
         client,
         configured_upstreams(prefix, upstreams or {}, probes or {}),
         lambda: held,
+        registry=REGISTRY,
         registry_id=ACCOUNT,
         registry_url=url or held.endpoint,
         http_timeout=2,

@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonpatch
+from pydantic import ValidationError
 
 from webhook import certs
 from webhook.admission import review
+from webhook.core.images import DOCKER_HUB
 from webhook.core.upstream_status import StatusDocument, UpstreamStatus
+from webhook.settings import RewriteCommandSettings
 
 EXAMPLE_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 VERIFIED_UPSTREAMS = {"docker.io": "docker-hub", "quay.io": "quay"}
@@ -84,12 +87,13 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
         # What the controller publishes once it has verified the pull-through rules (no AWS here).
         status = Path(folder, "status.json")
         now = datetime.datetime.now(datetime.UTC)
-        verified = tuple(UpstreamStatus(host, prefix, True, "", now) for host, prefix in VERIFIED_UPSTREAMS.items())
+        registry, upstreams = _verified_target(settings_args)
+        verified = tuple(UpstreamStatus(host, prefix, True, "", now, registry) for host, prefix in upstreams.items())
         status.write_text(StatusDocument(now, verified).to_json())
         command = [sys.executable, "-m", "webhook", "webhook", "--tls-cert", str(cert), "--tls-key", str(key)]
         command += ["--upstream-status-file", str(status)]
         command += ["--port", str(port), *settings_args]
-        print(f"upstreams verified (as the controller would publish them): {', '.join(VERIFIED_UPSTREAMS)}")
+        print(f"upstreams verified (as the controller would publish them): {', '.join(upstreams)}")
         print(f"starting: ecr-pullthrough webhook --port {port} {' '.join(settings_args)}")
         log_path = Path(folder, "webhook.log")
         with open(log_path, "wb") as log:
@@ -121,6 +125,15 @@ def run(args: list[str] | tuple[str, ...] | Any) -> int:
         print(f"annotation {key}: {value}")
     print("\nThe same decision for any image: ecr-pullthrough rewrite --registry ... IMAGE...")
     return 0
+
+
+def _verified_target(settings_args: list[str]) -> tuple[str, dict[str, str]]:
+    """The registry and upstreams the demo's webhook is configured for: the status must name them to be trusted."""
+    try:
+        settings = RewriteCommandSettings(_cli_parse_args=settings_args)  # type: ignore[call-arg]
+    except (ValidationError, SystemExit):  # the webhook process will say what is wrong
+        return EXAMPLE_REGISTRY, VERIFIED_UPSTREAMS
+    return settings.registry_host, {DOCKER_HUB: settings.prefix, **settings.upstreams}
 
 
 def _reasons(log: str, uid: str) -> dict[str, str]:

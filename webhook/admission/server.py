@@ -134,7 +134,9 @@ def serve(settings: WebhookSettings) -> None:
     status = None
     if settings.require_verified_upstreams and settings.upstream_status_file is not None:
         status = StatusFile(
-            settings.upstream_status_file, datetime.timedelta(seconds=settings.upstream_status_max_age_seconds)
+            settings.upstream_status_file,
+            datetime.timedelta(seconds=settings.upstream_status_max_age_seconds),
+            settings.rewrite_rules().status_target(),
         )
     handler = AdmissionHandler(policy_from(settings), metrics, status.current if status else None)
     app = create_app(handler, metrics, settings.max_body_bytes)

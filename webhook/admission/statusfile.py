@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from webhook.core.upstream_status import StatusDocument, Verification, verification
+from webhook.core.upstream_status import StatusDocument, Target, Verification, verification
 
 log = logging.getLogger("ecr_pullthrough.webhook")
 
@@ -22,8 +22,9 @@ CHECK_INTERVAL_SECONDS = 1.0
 
 
 class StatusFile:
-    def __init__(self, path: Path, max_age: datetime.timedelta) -> None:
-        self.path, self.max_age = path, max_age
+    def __init__(self, path: Path, max_age: datetime.timedelta, target: Target | None = None) -> None:
+        """`target`: the webhook's own registry and prefixes; an entry verified for another is not trusted."""
+        self.path, self.max_age, self.target = path, max_age, target
         self._stamp: tuple[int, int, int] | None = None
         self._document: StatusDocument | None = None
         self._problem = "no upstream status yet"
@@ -34,7 +35,9 @@ class StatusFile:
         if now - self._checked >= CHECK_INTERVAL_SECONDS:
             self._checked = now
             self._reload()
-        return verification(self._document, datetime.datetime.now(datetime.UTC), self.max_age, self._problem)
+        return verification(
+            self._document, datetime.datetime.now(datetime.UTC), self.max_age, self._problem, target=self.target
+        )
 
     def _reload(self) -> None:
         try:
@@ -65,6 +68,7 @@ class StatusFile:
                     "fields": {
                         "verified": sorted(s.upstream for s in document.upstreams if s.verified),
                         "unverified": {s.upstream: s.reason for s in document.upstreams if not s.verified},
+                        "registries": sorted({s.registry for s in document.upstreams}),
                         "checkedAt": document.checked_at.isoformat(),
                     }
                 },

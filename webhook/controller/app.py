@@ -44,6 +44,7 @@ def run(settings: ControllerSettings) -> int:
         excluded_names=frozenset(settings.exclude_namespaces),
         excluded_by_labels=lambda labels: opted_out(labels) or by_labels(labels),
         home_namespace=settings.namespace,
+        instance=settings.instance,
     )
     session = aws_session(allow_instance_metadata=settings.allow_instance_metadata)
     ecr = ecr_client(
@@ -100,6 +101,7 @@ def run(settings: ControllerSettings) -> int:
             secret=settings.webhook_tls_secret,
             configuration=settings.webhook_configuration,
             service=settings.webhook_service,
+            instance=settings.instance,
         )
         keep = functools.partial(
             _keep_certificates, certificates, elector.leading, controller.stop, certificates_due, settings, heartbeats
@@ -107,6 +109,10 @@ def run(settings: ControllerSettings) -> int:
         threading.Thread(
             target=heartbeats.guarded("certificates", keep, controller.stop), name="certificates", daemon=True
         ).start()
+        for watch in certificates.watches(certificates_due, controller.stop, heartbeats):
+            threading.Thread(
+                target=heartbeats.guarded(watch.name, watch.run, controller.stop), name=watch.name, daemon=True
+            ).start()
     # Readiness is the process's own health (its caches); what is wrong on the AWS side is listed in
     # /readyz's body, Events, metrics and the status document, never in its status code.
     problems: list[Callable[[], list[str]]] = [controller.problems]
@@ -116,8 +122,9 @@ def run(settings: ControllerSettings) -> int:
             ecr,
             configured_upstreams(settings.prefix, settings.upstreams, settings.probe_images),
             controller.current_token,
+            registry=settings.registry_host,
             registry_id=settings.account_id,
-            registry_url=settings.registry_api_url or f"https://{settings.registry_host}",
+            registry_url=settings.registry_api_url,
             http_timeout=settings.aws_read_timeout * 2,
         )
         monitor = UpstreamMonitor(

@@ -150,7 +150,9 @@ class UpstreamMonitor:
         current = self._read()
         previous = self.last or _document_in(current)
         before = {s.upstream: s for s in previous.upstreams} if previous else {}
-        document = StatusDocument(now, tuple(advance(before.get(c.upstream), c, now) for c in checks))
+        document = StatusDocument(
+            now, tuple(advance(before.get(c.upstream), c, now, self.verifier.registry) for c in checks)
+        )
         self.last = document
         self.checked.set(now.timestamp())
         changed = []

@@ -47,6 +47,8 @@ class SecretTarget:
     excluded_by_labels: Selector
     # The controller's own namespace: the only place a token is adopted from.
     home_namespace: str = ""
+    # Which installation the Secrets belong to (the label ecr-pullthrough/instance); see pullsecret.
+    instance: str = "ecr-pullthrough"
 
 
 # A write that keeps failing (a quota, a policy engine, an immutable Secret) is retried with
@@ -86,6 +88,8 @@ class Controller:
         self._lock = threading.Lock()
         self._in_sync: set[str] = set()
         self._reported_foreign: dict[str, str] = {}  # namespace -> resourceVersion reported
+        # namespace -> the other installation whose Secret of our name is there (a release conflict).
+        self._other_instance: dict[str, str] = {}
         self._write_backoff: dict[str, Backoff] = {}  # namespace -> backoff of a write that keeps failing
         self.caches = Caches(
             self.core,
@@ -147,6 +151,7 @@ class Controller:
         with self._lock:
             self._in_sync.clear()
             self._write_backoff.clear()
+            self._other_instance.clear()
         self._publish_counts()
 
     def current_token(self) -> Token | None:
@@ -167,9 +172,14 @@ class Controller:
         return self.caches.not_synced_reason()
 
     def problems(self) -> list[str]:
-        """What is wrong with the leader's token, for /readyz's body."""
+        """What is wrong with the leader's token, or a Secret of our name another release owns, for
+        /readyz's body (never its status code)."""
         if not self.is_leader():
-            return []  # a standby holds no token
+            return []  # a standby holds no token and writes nothing
+        conflict = self._conflict_reason()
+        return self._token_problems() + ([conflict] if conflict else [])
+
+    def _token_problems(self) -> list[str]:
         token, error = self.keeper.token, self.keeper.error
         valid = token is not None and token.valid(datetime.datetime.now(datetime.UTC))
         if error is not None:
@@ -178,6 +188,19 @@ class Controller:
         if not valid:
             return ["no valid ECR token yet"]
         return []
+
+    def _conflict_reason(self) -> str | None:
+        """Another installation owns the pull Secret of our name somewhere: a misconfiguration, said at once."""
+        with self._lock:
+            conflicts = dict(self._other_instance)
+        if not conflicts:
+            return None
+        examples = ", ".join(f"{ns} ({owner})" for ns, owner in sorted(conflicts.items())[:3])
+        return (
+            f"the pull Secret {self.target.name} in {len(conflicts)} namespace(s) belongs to another "
+            f"ecr-pullthrough installation, e.g. {examples}; left alone. Two releases cannot share a pull "
+            "Secret name: give this release its own secretName"
+        )
 
     def _forget(self, namespace: str) -> None:
         """A namespace that went away, or is now excluded, or is terminating: no reconcile state for it."""
@@ -190,7 +213,9 @@ class Controller:
         if not self.target.home_namespace:
             return None
         secret = self.caches.secret(self.target.home_namespace)
-        return pullsecret.token_from(secret, self.target.registry, datetime.datetime.now(datetime.UTC))
+        return pullsecret.token_from(
+            secret, self.target.registry, self.target.instance, datetime.datetime.now(datetime.UTC)
+        )
 
     def _publish_counts(self) -> None:
         self.metrics.namespaces.set(len(self.caches.namespaces()))
@@ -247,10 +272,16 @@ class Controller:
             namespace=namespace,
             name=self.target.name,
             registry=self.target.registry,
+            instance=self.target.instance,
             wanted=wanted,
             token=token,
             actual=actual,
         )
+        if decision.action == "other-instance" and actual is not None:
+            self._report_other_instance(namespace, actual)
+            return None
+        with self._lock:
+            self._other_instance.pop(namespace, None)
         if decision.action in ("foreign", "wrong-type") and actual is not None:
             self._report_foreign(namespace, actual, wrong_type=decision.action == "wrong-type")
             return None
@@ -295,9 +326,17 @@ class Controller:
             self._write_backoff.pop(namespace, None)
         self.metrics.writes.labels(result).inc()
         self._mark(namespace, True)
+        adopted = actual is not None and pullsecret.ownership(actual, self.target.instance, self.target.registry)
         log.info(
             "secret written",
-            extra={"fields": {"namespace": namespace, "result": result, "expiresAt": token.expires_at.isoformat()}},
+            extra={
+                "fields": {
+                    "namespace": namespace,
+                    "result": result,
+                    "expiresAt": token.expires_at.isoformat(),
+                    **({"adopted": True} if adopted == "adoptable" else {}),
+                }
+            },
         )
         return None
 
@@ -380,6 +419,36 @@ class Controller:
         log.warning("foreign secret left alone", extra={"fields": {"namespace": namespace, "secret": self.target.name}})
         involved = {"apiVersion": "v1", "kind": "Secret", "metadata": secret.get("metadata") or {}}
         record_event(self.core, involved, reason="ForeignSecret", message=message, warning=True, component=COMPONENT)
+
+    def _report_other_instance(self, namespace: str, secret: dict[str, Any]) -> None:
+        """Two releases with one Secret name: never write (no flapping), say so once per version of it."""
+        self._mark(namespace, False)
+        owner = pullsecret.owner_of(secret)
+        with self._lock:
+            self._other_instance[namespace] = owner
+        version = resource_version(secret)
+        if self._reported_foreign.get(namespace) == f"other:{version}":
+            return
+        self._reported_foreign[namespace] = f"other:{version}"
+        self.metrics.writes.labels("other-instance").inc()
+        message = (
+            f"Secret {namespace}/{self.target.name} belongs to another ecr-pullthrough installation ({owner}), "
+            f"not to this one ({pullsecret.INSTANCE_LABEL}={self.target.instance}); left alone. Two releases "
+            "cannot share a pull Secret name: give this release its own secretName."
+        )
+        log.warning(
+            "secret of another installation left alone",
+            extra={"fields": {"namespace": namespace, "secret": self.target.name, "owner": owner}},
+        )
+        involved = {"apiVersion": "v1", "kind": "Secret", "metadata": secret.get("metadata") or {}}
+        record_event(
+            self.core,
+            involved,
+            reason="SecretOwnedByAnotherRelease",
+            message=message,
+            warning=True,
+            component=COMPONENT,
+        )
 
 
 def _api_message(error: ApiException) -> str:

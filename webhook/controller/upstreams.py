@@ -81,12 +81,15 @@ class Verifier:
         upstreams: list[Upstream],
         token: Callable[[], Token | None],
         *,
+        registry: str,
         registry_id: str,
-        registry_url: str,
+        registry_url: str = "",
         http_timeout: float = 10,
     ) -> None:
         self.ecr, self.upstreams, self.token, self.http_timeout = ecr, upstreams, token, http_timeout
-        self.registry_id, self.registry_url = registry_id, registry_url.rstrip("/")
+        self.registry = registry  # recorded in every entry: the webhook trusts it only for this registry
+        self.registry_id = registry_id
+        self.registry_url = (registry_url or f"https://{registry}").rstrip("/")
 
     def verify(self, now: datetime.datetime, token_problem: str | None = None) -> list[Check]:
         """One check per upstream; none while a new leader still waits for its first token.

@@ -6,6 +6,12 @@ certificate for the webhook's Service, renews either before it expires, and
 keeps the webhook configuration's caBundle in step. The webhook pods mount the
 Secret; the kubelet updates the files and the webhook re-reads them.
 
+The controller owns caBundle alone: the chart renders none (a `lookup` in the
+template went backwards on `helm rollback`, and blanked it on an upgrade while
+the Secret was absent). It watches the configuration and the Secret, so any
+drift (a rollback, an upgrade that drops the field, a deleted Secret) is
+repaired within seconds, not at the next periodic check.
+
 No failed admissions on rotation: a new serving certificate is signed by the
 same CA (caBundle unchanged); a new CA is first added to caBundle next to the
 old one, and only then does the Secret switch to it.
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +36,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webhook import certs
-from webhook.controller.kube import REQUEST_TIMEOUT, body
+from webhook.controller.heartbeat import Heartbeats
+from webhook.controller.kube import REQUEST_TIMEOUT, WATCH_MAX_SILENCE, ListWatch, body
+from webhook.core.pullsecret import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger("ecr_pullthrough.certificates")
 
@@ -129,7 +139,17 @@ def ca_bundle(material: Material, now: datetime.datetime) -> bytes:
 
 
 class WebhookCertificates:
-    def __init__(self, api: client.ApiClient, *, namespace: str, secret: str, configuration: str, service: str) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        secret: str,
+        configuration: str,
+        service: str,
+        instance: str = "ecr-pullthrough",
+    ) -> None:
+        self.labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: instance}
         # Any: plain dicts in and out, the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.admission: Any = client.AdmissionregistrationV1Api(api)
@@ -139,6 +159,36 @@ class WebhookCertificates:
             f"{service}.{namespace}.svc.cluster.local",
             f"{service}.{namespace}",
         )
+
+    def watches(self, due: threading.Event, stop: threading.Event, heartbeats: Heartbeats) -> list[ListWatch]:
+        """Watches of the configuration and the Secret: any change of either makes a check `due` at once."""
+
+        def changed(*_: object) -> None:
+            due.set()
+
+        def watch(name: str, list_fn: Callable[..., Any], field: str) -> ListWatch:
+            return ListWatch(
+                name,
+                list_fn,
+                changed,
+                changed,
+                stop,
+                beat=lambda: heartbeats.beat(name, WATCH_MAX_SILENCE),
+                field_selector=f"metadata.name={field}",
+            )
+
+        return [
+            watch(
+                "watch-webhook-configuration",
+                self.admission.list_mutating_webhook_configuration,
+                self.configuration,
+            ),
+            watch(
+                "watch-webhook-tls",
+                functools.partial(self.core.list_namespaced_secret, self.namespace),
+                self.secret,
+            ),
+        ]
 
     def ensure(self, leading: Callable[[], bool] = lambda: True) -> None:
         """Renew what needs it and bring caBundle in step; raises ApiException on API failures.
@@ -204,7 +254,7 @@ class WebhookCertificates:
                 "metadata": {
                     "name": self.secret,
                     "namespace": self.namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "ecr-pullthrough"},
+                    "labels": dict(self.labels),
                     # Garbage-collected with the webhook configuration on `helm uninstall`.
                     "ownerReferences": [
                         {
@@ -220,4 +270,6 @@ class WebhookCertificates:
             self.core.create_namespaced_secret(self.namespace, new, _request_timeout=REQUEST_TIMEOUT)
         else:
             secret["data"] = data
+            metadata = secret.setdefault("metadata", {})
+            metadata["labels"] = {**(metadata.get("labels") or {}), **self.labels}  # adopts a 0.1.0 Secret
             self.core.replace_namespaced_secret(self.secret, self.namespace, secret, _request_timeout=REQUEST_TIMEOUT)

@@ -3,6 +3,14 @@
 The controller publishes it in a ConfigMap; the webhook reads it from the
 mounted file and rewrites an upstream's images only while it is verified.
 Unknown status (no document, unreadable, stale) means "do not rewrite".
+
+An entry is bound to what it verified: the registry and the prefix. The webhook
+trusts an entry only when both equal its own settings, so a `helm upgrade` that
+changes either never rides on a verification made for the old target. The
+document stays at version 1 and its fields are only ever added: a reader
+ignores keys it does not know, so old and new pods read each other's documents
+during a rolling upgrade (an entry without a registry, written before it was
+recorded, is not trusted by a reader that checks it).
 Pure: no I/O.
 """
 
@@ -10,7 +18,8 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 DOCUMENT_KEY = "status.json"
@@ -33,6 +42,8 @@ class UpstreamStatus:
     reason: str
     # The last success while verified (a held upstream keeps it); the verdict's time otherwise.
     checked_at: datetime.datetime
+    # The ECR registry host the verification was made against ("" in documents written before 0.2.0).
+    registry: str = ""
     # While a verified upstream is held through transient errors: since when, and how many in a row.
     held_since: datetime.datetime | None = None
     transient_failures: int = 0
@@ -51,6 +62,7 @@ class StatusDocument:
                 "upstreams": {
                     s.upstream: {
                         "prefix": s.prefix,
+                        "registry": s.registry,
                         "verified": s.verified,
                         "reason": s.reason,
                         "checkedAt": s.checked_at.isoformat(),
@@ -81,6 +93,7 @@ class StatusDocument:
                     verified=entry["verified"] is True,
                     reason=str(entry.get("reason", "")),
                     checked_at=_time(entry["checkedAt"]),
+                    registry=str(entry.get("registry", "")),
                     held_since=_time(entry["heldSince"]) if entry.get("heldSince") else None,
                     transient_failures=int(entry.get("transientFailures") or 0),
                 )
@@ -112,10 +125,43 @@ class Verification:
         return self.reasons.get(upstream) or f"{upstream} is not in the upstream status"
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the reader's own settings say must have been verified: its registry, and a prefix per upstream."""
+
+    registry: str
+    prefixes: Mapping[str, str] = field(default_factory=dict)  # upstream (docker.io, ghcr.io, ...) -> prefix
+
+    def mismatch(self, status: UpstreamStatus) -> str | None:
+        """Why `status` says nothing about this target, or None when it is about this target."""
+        wanted = self.prefixes.get(status.upstream)
+        here = f"{self.registry}/{wanted}" if wanted is not None else self.registry
+        waiting = f"waiting for the controller to verify {status.upstream} through {here}"
+        verified = f"the upstream status verified {status.upstream}"
+        if not status.registry:
+            return (
+                "the upstream status does not name the registry it verified "
+                f"(written by an older controller): {waiting}"
+            )
+        if status.registry != self.registry:
+            return f"{verified} for the registry {status.registry}, not {self.registry}: {waiting}"
+        if wanted is not None and status.prefix != wanted:
+            return f"{verified} under the prefix {status.prefix}, not {wanted}: {waiting}"
+        return None
+
+
 def verification(
-    document: StatusDocument | None, now: datetime.datetime, max_age: datetime.timedelta, problem: str = ""
+    document: StatusDocument | None,
+    now: datetime.datetime,
+    max_age: datetime.timedelta,
+    problem: str = "",
+    *,
+    target: Target | None = None,
 ) -> Verification:
-    """The upstreams to trust at `now`: none when the document is missing, unreadable or stale."""
+    """The upstreams to trust at `now`: none when the document is missing, unreadable or stale.
+
+    With `target`, an entry is trusted only when it was verified for that registry and prefix.
+    """
     if document is None:
         return Verification(frozenset(), {}, problem or "no upstream status yet")
     age = now - document.checked_at
@@ -123,13 +169,22 @@ def verification(
         return Verification(frozenset(), {}, f"upstream status is stale: last checked {int(age.total_seconds())}s ago")
     # A verified upstream held through transient errors keeps its last success time: the maximum
     # age bounds how long it is trusted without one.
-    fresh = {s.upstream for s in document.upstreams if s.verified and now - s.checked_at <= max_age}
-    reasons = {s.upstream: s.reason for s in document.upstreams if not s.verified}
-    for s in document.upstreams:
-        if s.verified and s.upstream not in fresh:
-            last = int((now - s.checked_at).total_seconds())
-            reasons[s.upstream] = f"no successful check for {last}s" + (f" ({s.reason})" if s.reason else "")
-    return Verification(verified=frozenset(fresh), reasons=reasons)
+    verified: set[str] = set()
+    reasons: dict[str, str] = {}
+    for status in document.upstreams:
+        mismatch = target.mismatch(status) if target is not None else None
+        if mismatch is not None:
+            reasons[status.upstream] = mismatch
+        elif not status.verified:
+            reasons[status.upstream] = status.reason
+        elif now - status.checked_at > max_age:
+            last = int((now - status.checked_at).total_seconds())
+            reasons[status.upstream] = f"no successful check for {last}s" + (
+                f" ({status.reason})" if status.reason else ""
+            )
+        else:
+            verified.add(status.upstream)
+    return Verification(verified=frozenset(verified), reasons=reasons)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +197,9 @@ class Check:
     transient: bool = False
 
 
-def advance(previous: UpstreamStatus | None, check: Check, now: datetime.datetime) -> UpstreamStatus:
+def advance(
+    previous: UpstreamStatus | None, check: Check, now: datetime.datetime, registry: str = ""
+) -> UpstreamStatus:
     """The upstream's new status, given its last one and a fresh check (the hysteresis lives here).
 
     - success: verified, checked now;
@@ -151,15 +208,21 @@ def advance(previous: UpstreamStatus | None, check: Check, now: datetime.datetim
     - transient problem (throttling, 5xx, timeouts, no credentials during an IRSA refresh): an
       upstream verified before stays verified, keeping its last success time, until HOLD_FAILURES
       such failures in a row span HOLD_SECONDS; one not verified before stays unverified.
+
+    Every entry records `registry`; a hold is only for the same registry and prefix.
     """
     if check.problem is None:
-        return UpstreamStatus(check.upstream, check.prefix, True, "", now)
-    held = previous is not None and previous.verified and previous.prefix == check.prefix
+        return UpstreamStatus(check.upstream, check.prefix, True, "", now, registry)
+    held = (
+        previous is not None and previous.verified and (previous.prefix, previous.registry) == (check.prefix, registry)
+    )
     if not check.transient or not held or previous is None:
-        return UpstreamStatus(check.upstream, check.prefix, False, check.problem, now)
+        return UpstreamStatus(check.upstream, check.prefix, False, check.problem, now, registry)
     since = previous.held_since or now
     failures = previous.transient_failures + 1
     if failures >= HOLD_FAILURES and (now - since).total_seconds() >= HOLD_SECONDS:
         reason = f"{check.problem} (transient errors since {since.isoformat(timespec='seconds')}, {failures} in a row)"
-        return UpstreamStatus(check.upstream, check.prefix, False, reason, now)
-    return UpstreamStatus(check.upstream, check.prefix, True, check.problem, previous.checked_at, since, failures)
+        return UpstreamStatus(check.upstream, check.prefix, False, reason, now, registry)
+    return UpstreamStatus(
+        check.upstream, check.prefix, True, check.problem, previous.checked_at, registry, since, failures
+    )
