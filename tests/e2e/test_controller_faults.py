@@ -77,8 +77,10 @@ def test_a_former_leader_resumes_as_a_quiet_ready_standby(
     ecr.import_denied.add("docker-hub")  # the leader reports docker.io unverified, and /readyz says so
     args = (*FAST, *NO_WRITE_LIMIT, "--upstream-status-configmap", STATUS_CONFIGMAP, "--verify-seconds", "1")
     with controller_process(kubeconfig, ecr, tmp_path, "old", *args) as old:
-        wait_for(lambda: leader(old), what="the first replica to lead")
-        wait_for(lambda: "docker.io unverified" in old.get("/readyz")[1], what="the leader to report docker.io")
+        wait_for(lambda: leader(old), timeout=30, what="the first replica to lead")
+        wait_for(
+            lambda: "docker.io unverified" in old.get("/readyz")[1], timeout=30, what="the leader to report docker.io"
+        )
         assert old.metric("ecr_pullthrough_token_expiry_timestamp_seconds") > 0
         with controller_process(kubeconfig, ecr, tmp_path, "new", *args) as new:
             stop_past_the_lease(old, new)
@@ -163,6 +165,7 @@ def drill_write_backoff(
         first = time.monotonic()
         wait_for(
             lambda: running.metric("ecr_pullthrough_secret_write_failures_total", reason="invalid") >= 1,
+            timeout=30,
             what="the failure counted by reason",
         )
 
@@ -172,7 +175,7 @@ def drill_write_backoff(
                     return item.message or ""
             return None
 
-        message = wait_for(event, what="a SecretWriteFailed event")
+        message = wait_for(event, timeout=30, what="a SecretWriteFailed event")
         assert "422" in message
         assert "immutable" in message
         # A measurement window: a fixed 5 s retry makes 6 attempts in 25 s; backoff from 5 s makes at most 4.
@@ -195,7 +198,7 @@ def test_a_renew_call_that_hangs_cannot_keep_a_replica_leading(
         proxied_path = tmp_path / "proxied-kubeconfig"
         proxied_path.write_text(json.dumps(proxied))
         with controller_process(proxied_path, ecr, tmp_path, "behind-proxy", *FAST) as stalled:
-            wait_for(lambda: leader(stalled), what="the proxied replica to lead")
+            wait_for(lambda: leader(stalled), timeout=30, what="the proxied replica to lead")
             with controller_process(kubeconfig, ecr, tmp_path, "direct", *FAST) as direct:
                 proxy.stall()
                 stalled_at = time.monotonic()
@@ -223,8 +226,8 @@ def test_a_new_leader_with_a_fresh_token_in_its_own_namespace_writes_nothing(
     writes, tokens = secret_writes(control_plane, ours), ecr.tokens_issued
     args = (*FAST, *NO_WRITE_LIMIT, "--log-level", "debug")
     with controller_process(kubeconfig, ecr, tmp_path, "second", *args) as second:
-        wait_for(lambda: leader(second), what="the new replica to lead")
-        wait_for(lambda: "ECR token adopted from our own Secret" in second.log(), what="the token adopted")
+        wait_for(lambda: leader(second), timeout=30, what="the new replica to lead")
+        wait_for(lambda: "ECR token adopted from our own Secret" in second.log(), timeout=30, what="the token adopted")
 
         def all_seen_in_sync() -> bool:
             seen = {

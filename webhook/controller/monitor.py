@@ -60,6 +60,7 @@ class UpstreamMonitor:
         self.heartbeats = heartbeats or Heartbeats()
         self.token_problem = token_problem
         self.last: StatusDocument | None = None
+        self._is_leader: Callable[[], bool] = lambda: True  # set by run()
         self.verified = Gauge(
             "ecr_pullthrough_upstream_verified",
             "1 while the upstream's pull-through rule, credential and import permission are verified, else 0.",
@@ -83,9 +84,9 @@ class UpstreamMonitor:
         )
 
     def problems(self) -> list[str]:
-        """What is wrong with the upstreams, for /readyz's body (never its status code)."""
+        """What is wrong with the upstreams, for /readyz's body (never its status code); a standby has none."""
         document = self.last
-        if document is None:
+        if document is None or not self._is_leader():
             return []
         found = []
         for s in document.upstreams:
@@ -104,6 +105,7 @@ class UpstreamMonitor:
         self.checked.set(0)
 
     def run(self, is_leader: Callable[[], bool], stop: threading.Event) -> None:
+        self._is_leader = is_leader
         retry = Backoff(30, self.interval)
         while not stop.is_set():
             delay = self.interval
@@ -131,6 +133,9 @@ class UpstreamMonitor:
             if not is_leader():  # leadership can lapse during a slow verification
                 return self.interval
             document = self._publish(checks, now)
+            if not is_leader():  # stepped down while publishing: forget it again, as a standby must
+                self.leading_stopped()
+                return self.interval
         except (ApiException, HTTPError, OSError) as error:
             log.warning("upstream status not published", extra={"fields": {"error": str(error)[:300]}})
             return 10.0
