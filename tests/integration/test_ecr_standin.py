@@ -22,6 +22,7 @@ from webhook import certs
 
 MANIFEST = b'{"schemaVersion":2}'
 DIGEST = "sha256:" + "a" * 64
+AGENT = "containerd/test"
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -55,7 +56,7 @@ class Bed:
     context: ssl.SSLContext
 
     def get(self, path: str, password: str | None = None, user: str = "AWS") -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(f"https://127.0.0.1:{self.standin.port}{path}")
+        request = urllib.request.Request(f"https://127.0.0.1:{self.standin.port}{path}", headers={"User-Agent": AGENT})
         if password is not None:
             request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         handler = urllib.request.HTTPSHandler(context=self.context)
@@ -144,6 +145,6 @@ def test_every_request_is_logged_with_its_user_and_token(bed: Bed) -> None:
     bed.get("/v2/docker-hub/library/hello/manifests/1")
     bed.get("/v2/docker-hub/library/hello/manifests/1", bed.ecr.password(1))
     assert bed.standin.pulls("library/hello") == [
-        Request("GET", "/v2/docker-hub/library/hello/manifests/1", None, None, 401),
-        Request("GET", "/v2/docker-hub/library/hello/manifests/1", "AWS", 1, 200),
+        Request("GET", "/v2/docker-hub/library/hello/manifests/1", None, None, 401, AGENT),
+        Request("GET", "/v2/docker-hub/library/hello/manifests/1", "AWS", 1, 200, AGENT),
     ]

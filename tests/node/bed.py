@@ -30,7 +30,6 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +164,10 @@ def ecr_standin(folder: Path, ecr: FakeEcr, upstream: str) -> Iterator[tuple[Ecr
 def containerd_config(folder: Path, ca_path: Path) -> Path:
     hosts = folder / "certs.d"
     (hosts / ECR_HOST).mkdir(parents=True)
-    # Only the test CA: the host stays the real ECR name, so the kubelet's credentials go to it.
-    (hosts / ECR_HOST / "hosts.toml").write_text(
-        f'server = "https://{ECR_HOST}"\n\n[host."https://{ECR_HOST}"]\n  ca = "{ca_path}"\n'
-    )
+    # Only the test CA: the host stays the real ECR name, so the kubelet's credentials go to it. No `server`
+    # line: containerd 1.6 would try it after the section, without the CA (an x509 error after every 401),
+    # and a top-level `ca` beside it is not applied.
+    (hosts / ECR_HOST / "hosts.toml").write_text(f'[host."https://{ECR_HOST}"]\n  ca = "{ca_path}"\n')
     for name in ("docker.io", UPSTREAM):  # Docker Hub and the sandbox's registry: the plain-HTTP upstream
         (hosts / name).mkdir()
         (hosts / name / "hosts.toml").write_text(
@@ -310,15 +309,67 @@ def status_file_sync(plane: ControlPlane, path: Path) -> Iterator[None]:
         thread.join(10)
 
 
-@dataclass
 class NodeBed:
-    folder: Path
-    plane: ControlPlane
-    ecr: FakeEcr
-    standin: EcrStandIn
-    controller: ControllerProcess
-    webhook: WebhookProcess
-    kubelet: subprocess.Popen[bytes]
+    """The running bed. The controller and the webhook can be stopped and started again by a test."""
+
+    def __init__(self, folder: Path, plane: ControlPlane, ecr: FakeEcr, standin: EcrStandIn, ca_path: Path) -> None:
+        self.folder, self.plane, self.ecr, self.standin, self.ca_path = folder, plane, ecr, standin, ca_path
+        self.status_path = folder / "status.json"
+        self._controller_stack = ExitStack()
+        self._webhook_stack = ExitStack()
+        self._controller: ControllerProcess | None = None
+        self._webhook: WebhookProcess | None = None
+        self._starts = 0
+
+    @property
+    def controller(self) -> ControllerProcess:
+        assert self._controller is not None, "the controller is stopped"
+        return self._controller
+
+    @property
+    def webhook(self) -> WebhookProcess:
+        assert self._webhook is not None, "the webhook is stopped"
+        return self._webhook
+
+    def start_controller(self) -> None:
+        # The controller probes the stand-in under the ECR host name (not the fake's API), trusting the test CA.
+        aws = {k: v for k, v in self.ecr.environment().items() if k != "ECR_PULLTHROUGH_REGISTRY_API_URL"}
+        aws["SSL_CERT_FILE"] = str(self.ca_path)
+        self._starts += 1
+        identity = f"node-controller-{self._starts}"
+        self._controller = self._controller_stack.enter_context(
+            controller_process(self.plane.kubeconfig_path, self.ecr, self.folder, identity, *controller_args(), aws=aws)
+        )
+
+    def stop_controller(self) -> None:
+        self._controller_stack.close()
+        self._controller = None
+
+    def start_webhook(self) -> None:
+        """Run the webhook (a new process, port and CA each time) and register the chart's configuration for it."""
+        self._starts += 1
+        folder = self.folder / f"webhook-{self._starts}"
+        folder.mkdir()
+        args = ("--registry", ECR_HOST, "--upstream-status-file", str(self.status_path))
+        webhook = self._webhook_stack.enter_context(webhook_process(folder, *args))
+        configuration = mutating_webhook_configuration(
+            url=f"{webhook.url}/mutate", ca_pem=webhook.ca.cert_pem, release_namespace=RELEASE_NAMESPACE
+        )
+        self._webhook_stack.enter_context(registered(self.plane, configuration))
+        self._webhook = webhook
+
+    def stop_webhook(self) -> None:
+        """Stop the webhook process and leave its configuration registered: the API server calls a dead endpoint."""
+        self.webhook.stop()
+        self._webhook = None
+
+    def restart_webhook(self) -> None:
+        self._webhook_stack.close()  # unregisters the old configuration
+        self.start_webhook()
+
+    def close(self) -> None:
+        self._webhook_stack.close()
+        self._controller_stack.close()
 
     def kubelet_log(self) -> str:
         return (self.folder / "kubelet.log").read_text(errors="replace")
@@ -357,20 +408,10 @@ def node_bed(folder: Path) -> Iterator[NodeBed]:
         plane.start()
         stack.callback(plane.stop)
         plane.create_namespace(RELEASE_NAMESPACE)
-        # The controller probes the stand-in under the ECR host name (not the fake's API), trusting the test CA.
-        aws = {k: v for k, v in ecr.environment().items() if k != "ECR_PULLTHROUGH_REGISTRY_API_URL"}
-        aws["SSL_CERT_FILE"] = str(ca_path)
-        controller = stack.enter_context(
-            controller_process(plane.kubeconfig_path, ecr, folder, "node-controller", *controller_args(), aws=aws)
-        )
-        status = folder / "status.json"
-        stack.enter_context(status_file_sync(plane, status))
-        webhook = stack.enter_context(
-            webhook_process(folder, "--registry", ECR_HOST, "--upstream-status-file", str(status))
-        )
-        configuration = mutating_webhook_configuration(
-            url=f"{webhook.url}/mutate", ca_pem=webhook.ca.cert_pem, release_namespace=RELEASE_NAMESPACE
-        )
-        stack.enter_context(registered(plane, configuration))
-        node = stack.enter_context(kubelet(folder, plane))
-        yield NodeBed(folder, plane, ecr, standin, controller, webhook, node)
+        bed = NodeBed(folder, plane, ecr, standin, ca_path)
+        stack.callback(bed.close)
+        bed.start_controller()
+        stack.enter_context(status_file_sync(plane, bed.status_path))
+        bed.start_webhook()
+        stack.enter_context(kubelet(folder, plane))
+        yield bed

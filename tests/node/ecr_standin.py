@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import shutil
 import ssl
@@ -39,6 +40,7 @@ class Request:
     user: str | None  # the Basic user, None without credentials
     token: int | None  # which fake-ECR token the password was (None: none, wrong or revoked)
     status: int
+    agent: str = ""  # User-Agent: containerd's pulls and the controller's probes both HEAD a manifest
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -131,8 +133,9 @@ class EcrStandIn:
             handler.end_headers()
             if handler.command != "HEAD":
                 handler.wfile.write(body)
-            self._log(Request(handler.command, path, user, token, status))
+            self._log(Request(handler.command, path, user, token, status, agent))
 
+        agent = handler.headers.get("User-Agent") or ""
         if token is None:
             challenge = f'Basic realm="https://{self.host}/",service="ecr.amazonaws.com"'
             answer(401, {"errors": [{"code": "DENIED", "message": "Not Authorized"}]}, {"WWW-Authenticate": challenge})
@@ -146,9 +149,9 @@ class EcrStandIn:
             message = f"The repository with name '{path.removeprefix('/v2/')}' does not exist in the registry"
             answer(404, {"errors": [{"code": "NAME_UNKNOWN", "message": message}]})
             return
-        self._forward(handler, f"{upstream}/v2/{rest}", path, user, token)
+        self._forward(handler, f"{upstream}/v2/{rest}", Request(handler.command, path, user, token, 0, agent))
 
-    def _forward(self, handler: BaseHTTPRequestHandler, url: str, path: str, user: str | None, token: int) -> None:
+    def _forward(self, handler: BaseHTTPRequestHandler, url: str, logged: Request) -> None:
         headers = {name: value for name in FORWARDED_HEADERS if (value := handler.headers.get(name))}
         # Several Accept headers are one list to the upstream.
         accepts = handler.headers.get_all("Accept") or []
@@ -175,4 +178,4 @@ class EcrStandIn:
             handler.end_headers()
             if handler.command != "HEAD":
                 shutil.copyfileobj(upstream, handler.wfile)
-        self._log(Request(handler.command, path, user, token, status))
+        self._log(dataclasses.replace(logged, status=status))
