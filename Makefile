@@ -35,8 +35,9 @@ node-bed: ## Install containerd, runc, docker-registry when missing (as root) an
 	$(PYTHON) tests/node/install.py
 	$(PYTHON) tests/controlplane/build.py kubelet crane
 
-test: lint controlplane ## Run every test: lint, unit, property and end-to-end (what CI runs)
+test: lint controlplane node-bed ## Run every test: lint, unit, property, end-to-end and node (what CI runs)
 	$(BIN)/pytest -p no:cacheprovider
+	$(MAKE) --no-print-directory test-node
 
 test-unit: venv ## Unit and property tests only (no control plane)
 	$(BIN)/pytest -p no:cacheprovider -m 'not e2e'

@@ -84,8 +84,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     if os.geteuid() != 0:
-        print("the node tests run as root (network and mount namespaces, containerd, the kubelet)", file=sys.stderr)
-        return 2
+        message = "the node tests need root (network and mount namespaces, containerd, the kubelet)"
+        if os.environ.get("CI") == "true":  # CI runs as root: there a missing root is a broken pipeline
+            print(message, file=sys.stderr)
+            return 2
+        print(f"SKIPPED: {message}; run `sudo make test-node`", file=sys.stderr)
+        return 0
     unshare = ["unshare", "--net", "--mount", "--propagation", "private", "--fork", "--"]
     command = [*unshare, sys.executable, "-m", "tests.node.enter", "--inside", *argv]
     return subprocess.run(command, env=dict(os.environ, **{OUTER: namespaces()}), check=False).returncode
