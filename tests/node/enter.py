@@ -16,6 +16,7 @@ Usage: python -m tests.node.enter COMMAND [ARG ...]
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def inside(command: list[str]) -> int:
         return subprocess.run(command, check=False).returncode
     finally:
         kill_leftovers()
+        subprocess.run(["umount", "/etc/hosts"], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def kill_leftovers() -> None:
