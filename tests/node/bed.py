@@ -53,7 +53,7 @@ PULL_SECRET = "ecr-pullthrough"
 STATUS_CONFIGMAP = "ecr-pullthrough-upstreams"
 UPSTREAM = "127.0.0.1:5000"  # the Docker Hub stand-in
 SANDBOX_IMAGE = f"{UPSTREAM}/library/pause:3"
-# Images pushed to the upstream: repository path -> what `hello` prints after "hello from ".
+# `hello` images pushed to the upstream; each prints "hello from <its path>" (HELLO_IMAGE, set by crane mutate).
 HELLO_IMAGES = ("library/hello:1", "someorg/hello:1")
 IMAGES = Path(__file__).parent / "images"
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
