@@ -73,6 +73,11 @@ def install(which: Which = find, run: Run = _run, *, is_root: bool | None = None
 
 
 def main() -> int:
+    missing = missing_packages()
+    if missing and os.geteuid() != 0 and os.environ.get("CI") != "true":
+        # Not root, not CI: the node tests skip themselves without root anyway (tests/node/enter.py).
+        print(f"not installing {', '.join(missing)} without root; the node tests will be skipped", file=sys.stderr)
+        return 0
     installed = install()
     print(f"installed: {', '.join(installed)}" if installed else "containerd, runc, docker-registry: present")
     return 0
