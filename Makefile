@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGE ?= ecr-pullthrough:dev
 
-.PHONY: help venv lint controlplane test test-unit test-e2e demo bench lock image chart-docs clean
+.PHONY: help venv lint controlplane node-bed test test-unit test-e2e test-node demo bench lock image chart-docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,16 +29,24 @@ lint: venv ## ruff, mypy (strict), the import-layer contract, hadolint, shellche
 	$(BIN)/shellcheck .ci/run
 
 controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver, helm and the reference oracle; ~11 min cold on 2 cores
-	$(PYTHON) tests/controlplane/build.py
+	$(PYTHON) tests/controlplane/build.py etcd kube-apiserver helm reference-oracle
 
-test: lint controlplane ## Run every test: lint, unit, property and end-to-end (what CI runs)
+node-bed: ## Install containerd, runc, docker-registry when missing (as root) and build the kubelet and crane; ~7 min cold
+	$(PYTHON) tests/node/install.py
+	$(PYTHON) tests/controlplane/build.py kubelet crane
+
+test: lint controlplane node-bed ## Run every test: lint, unit, property, end-to-end and node (what CI runs)
 	$(BIN)/pytest -p no:cacheprovider
+	$(MAKE) --no-print-directory test-node
 
 test-unit: venv ## Unit and property tests only (no control plane)
 	$(BIN)/pytest -p no:cacheprovider -m 'not e2e'
 
 test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver only
 	$(BIN)/pytest -p no:cacheprovider -m e2e
+
+test-node: venv controlplane node-bed ## Pods pulled through an ECR stand-in by a real kubelet, in a private namespace (root)
+	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node
 
 demo: venv ## Run the webhook locally on a throwaway certificate and show a sample pod rewritten
 	$(BIN)/ecr-pullthrough demo

@@ -5,6 +5,10 @@ expiry lies in 2015, so a refresh cannot be observed with it. This one issues
 a new token and expiry on every call and can be told to fail, throttle or
 hang. boto3 reaches it through `AWS_ENDPOINT_URL_ECR`, with no hook of ours.
 
+Its tokens also open the ECR stand-in registry of the node tests
+(tests/node/ecr_standin.py): `token_number` says which issued, unrevoked token
+a password is, and `revoke` withdraws one, as a rotation does.
+
 It also answers STS GetCallerIdentity (the query protocol, through
 `AWS_ENDPOINT_URL_STS`) with the principal of the access key that signed the
 request, as STS does.
@@ -40,6 +44,7 @@ class FakeEcr:
         self.lifetime_seconds = 12 * 3600.0
         self.calls: list[str] = []
         self.tokens_issued = 0
+        self.revoked: set[int] = set()  # numbers of tokens withdrawn (see revoke)
         # Pull-through cache rules by ECR prefix: upstream registry URL and, where needed, a credential.
         self.rules: dict[str, dict[str, str]] = {
             "docker-hub": {
@@ -83,8 +88,24 @@ class FakeEcr:
             "ECR_PULLTHROUGH_REGISTRY_API_URL": self.url,
         }
 
+    @property
+    def host(self) -> str:
+        """The registry host name of this account and region, as ECR names it."""
+        return f"{self.account}.dkr.ecr.{self.region}.amazonaws.com"
+
     def password(self, n: int) -> str:
         return f"fake-ecr-password-{n}"
+
+    def token_number(self, password: str) -> int | None:
+        """Which issued, unrevoked token `password` belongs to (None: not one of ours, or revoked)."""
+        for n in range(1, self.tokens_issued + 1):
+            if password == self.password(n):
+                return None if n in self.revoked else n
+        return None
+
+    def revoke(self, *numbers: int) -> None:
+        """Withdraw tokens: the stand-in registry refuses them from now on (default: all issued so far)."""
+        self.revoked.update(numbers or range(1, self.tokens_issued + 1))
 
     def start(self) -> None:
         fake = self
@@ -156,8 +177,9 @@ class FakeEcr:
                     {
                         "authorizationToken": secret,
                         "expiresAt": time.time() + self.lifetime_seconds,
-                        # The registry API of this fake: the controller's manifest probes come here.
-                        "proxyEndpoint": self.url,
+                        # As ECR answers: the registry of the caller's account. (The controller's manifest
+                        # probes go to ECR_PULLTHROUGH_REGISTRY_API_URL, this fake, unless a test says otherwise.)
+                        "proxyEndpoint": f"https://{self.host}",
                     }
                 ]
             }
@@ -208,11 +230,12 @@ class FakeEcr:
         self.manifests.append(path)
         if self.mode != "ok":
             return 503
-        issued = {
-            f"Basic {base64.b64encode(f'AWS:{self.password(n)}'.encode()).decode()}"
-            for n in range(1, self.tokens_issued + 1)
-        }
-        if authorization not in issued:
+        try:
+            decoded = base64.b64decode(authorization.removeprefix("Basic "), validate=True).decode()
+        except ValueError:
+            return 401
+        user, _, password = decoded.partition(":")
+        if not authorization.startswith("Basic ") or user != "AWS" or self.token_number(password) is None:
             return 401
         prefix = path.removeprefix("/v2/").split("/", 1)[0]
         if prefix not in self.rules:

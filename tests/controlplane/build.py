@@ -39,10 +39,16 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "etcd": ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
     "kube-apiserver": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
     "helm": ("helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm"),
+    # The node tests (tests/node): a real kubelet at kube-apiserver's version, and
+    # crane to push their offline images.
+    "kubelet": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubelet"),
+    "crane": ("github.com/google/go-containerregistry", "github.com/google/go-containerregistry/cmd/crane"),
     # Not control plane: the differential test's oracle for image references (our own main package).
     "reference-oracle": ("github.com/distribution/reference", "."),
 }
 ENVTEST_COMPONENTS = ("etcd", "kube-apiserver")
+# Built from k8s.io/kubernetes: staging replaces and version ldflags.
+KUBERNETES_COMPONENTS = ("kube-apiserver", "kubelet")
 
 
 def pinned_version(name: str) -> str:
@@ -91,7 +97,7 @@ def _staging_replaces(kubernetes_gomod: str, version: str) -> list[str]:
 
 
 def _ldflags(name: str, version: str, workdir: Path) -> str:
-    if name == "kube-apiserver":
+    if name in KUBERNETES_COMPONENTS:
         major, minor = version.removeprefix("v").split(".")[:2]
         values = {
             "gitVersion": version,
@@ -133,7 +139,7 @@ def build(name: str) -> Path:
         workdir = CACHE / "src" / target.parent.name
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.copytree(WRAPPERS / name, workdir)
-        if name == "kube-apiserver":
+        if name in KUBERNETES_COMPONENTS:
             gomod = _module_gomod("k8s.io/kubernetes", version, workdir)
             with open(workdir / "go.mod", "a") as handle:
                 handle.write("\n" + "\n".join(_staging_replaces(gomod, version)) + "\n")

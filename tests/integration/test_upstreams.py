@@ -1,6 +1,7 @@
 """Verifying upstreams against the fake ECR endpoint (its API and its registry), through boto3 and HTTP."""
 
 import datetime
+import os
 
 from tests.fake_ecr import FakeEcr
 from tests.strategies import REGISTRY
@@ -36,7 +37,8 @@ def checks(
         lambda: held,
         registry=REGISTRY,
         registry_id=ACCOUNT,
-        registry_url=url or held.endpoint,
+        # The fake's registry API (the token's proxyEndpoint names the real ECR host, as ECR's does).
+        registry_url=url or os.environ["ECR_PULLTHROUGH_REGISTRY_API_URL"],
         http_timeout=2,
     )
     return verifier.verify(now or datetime.datetime.now(datetime.UTC))
