@@ -82,6 +82,11 @@ class Caches:
         with self._lock:
             return list(self._namespaces)
 
+    def count(self) -> int:
+        """How many namespaces should hold the Secret (a gauge updated on every event: no copy)."""
+        with self._lock:
+            return len(self._namespaces)
+
     def remember_secret(self, namespace: str, item: dict[str, Any]) -> None:
         """Keep the newest copy: our own write's answer may arrive before an older watch event,
         or after a newer delete (which must win)."""

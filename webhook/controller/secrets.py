@@ -218,7 +218,7 @@ class Controller:
         )
 
     def _publish_counts(self) -> None:
-        self.metrics.namespaces.set(len(self.caches.namespaces()))
+        self.metrics.namespaces.set(self.caches.count())
         with self._lock:
             self.metrics.in_sync.set(len(self._in_sync))
 
