@@ -94,19 +94,24 @@ class AdmissionHandler:
         )
         outcome = "skipped" if mutation.skipped else "patched" if mutation.patch else "unchanged"
         self.metrics.admissions.labels(outcome).inc()
+        # One increment per reason, not per container: each takes the counter's lock.
+        reasons: dict[str, int] = {}
         for item in mutation.containers:
-            self._count_image(item.decision.reason.value, mutation.mode)
+            reason = item.decision.reason.value
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():
+            self._count_images(reason, mutation.mode, count)
         if log.isEnabledFor(logging.INFO):
             fields["outcome"] = outcome
             fields.update(describe(mutation))
             log.info("admission", extra={"fields": fields})
         return review.patched(request.uid, mutation.patch)
 
-    def _count_image(self, reason: str, mode: str) -> None:
+    def _count_images(self, reason: str, mode: str, count: int) -> None:
         counter = self._image_counters.get((reason, mode))
         if counter is None:
             counter = self._image_counters[(reason, mode)] = self.metrics.images.labels(reason, mode)
-        counter.inc()
+        counter.inc(count)
 
 
 def describe(mutation: Mutation) -> dict[str, Any]:
