@@ -131,10 +131,17 @@ async def _freeze_heap(_: FastAPI) -> AsyncIterator[None]:
 
 def create_app(handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
     app = FastAPI(
-        title="ecr-pullthrough webhook", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_freeze_heap
+        title="ecr-pullthrough webhook",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=_freeze_heap,
+        # We export Prometheus metrics, not OpenTelemetry: without this FastAPI asks the global
+        # tracer and meter providers on every request whether they are configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
-    app.router.routes.append(Route("/mutate", MutateEndpoint(handler, metrics, max_body_bytes), methods=["POST"]))
+    app.router.routes.insert(0, Route("/mutate", MutateEndpoint(handler, metrics, max_body_bytes), methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
