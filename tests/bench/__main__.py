@@ -551,7 +551,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "decide": bench_decide(),
         "decide_worst_image": bench_worst_image(),
-        "handler": [bench_handler(3), bench_handler(50)],
+        "handler": [bench_handler(3), bench_handler(10), bench_handler(50)],
         "webhook_over_tls": bench_webhook(options.requests, options.concurrency),
         "webhook_vs_bare": bench_against_bare(options.seconds, options.long_seconds, options.webhook_pythonpath),
     }

@@ -148,7 +148,8 @@ def _patch(
     spec = pod.get("spec") or {}
     if policy.mode == "enforce":
         operations += [
-            {"op": "replace", "path": f"/spec/{c.field}/{c.position}/image", "value": c.decision.image} for c in rewritten
+            {"op": "replace", "path": f"/spec/{c.field}/{c.position}/image", "value": c.decision.image}
+            for c in rewritten
         ]
     if on_subresource:
         return operations
