@@ -17,6 +17,7 @@ from typing import Any
 from webhook.admission import review
 from webhook.admission.metrics import WebhookMetrics
 from webhook.core.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
+from webhook.core.pull_outcomes import trial_upstreams
 from webhook.core.rewrite import DecisionCache
 from webhook.core.upstream_status import Verification
 
@@ -83,13 +84,18 @@ class AdmissionHandler:
             )
             return review.allowed(request.uid)
 
+        verified = self.verification() if self.verification else None
+        if verified is not None and verified.trial:
+            # A degraded upstream still gets one pod in N (chosen by the request's uid): its pulls
+            # are how the controller sees the cache work again.
+            verified = verified.with_trial(trial_upstreams(verified.trial, request.uid))
         mutation = mutate_pod(
             request.object,
             self.policy,
             namespace=request.namespace,
             sub_resource=request.sub_resource,
             old_pod=request.old_object,
-            verified=self.verification() if self.verification else None,
+            verified=verified,
             cache=self.cache,
         )
         outcome = "skipped" if mutation.skipped else "patched" if mutation.patch else "unchanged"

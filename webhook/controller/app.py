@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -22,6 +23,7 @@ from webhook.controller.kube import Backoff, RateLimiter, api_client
 from webhook.controller.leader import LeaseElector
 from webhook.controller.metrics import ControllerMetrics
 from webhook.controller.monitor import UpstreamMonitor
+from webhook.controller.pullguard import PullGuard
 from webhook.controller.secrets import Controller, SecretTarget
 from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.controller.webhookcerts import WebhookCertificates
@@ -127,6 +129,19 @@ def run(settings: ControllerSettings) -> int:
             registry_url=settings.registry_api_url,
             http_timeout=settings.aws_read_timeout * 2,
         )
+        guard = None
+        if settings.pull_guard:
+            guard = PullGuard(
+                client.CoreV1Api(api),
+                target=settings.rewrite_rules().status_target(),
+                thresholds=settings.pull_guard_thresholds(),
+                registry=metrics.registry,
+                stop=controller.stop,
+                heartbeats=heartbeats,
+                changed=verify_now.set,
+            )
+            for name, loop in (("watch-events", guard.watch.run), ("pull-guard", guard.run)):
+                threading.Thread(target=heartbeats.guarded(name, loop, controller.stop), name=name, daemon=True).start()
         monitor = UpstreamMonitor(
             api,
             verifier,
@@ -137,6 +152,8 @@ def run(settings: ControllerSettings) -> int:
             due=verify_now,
             heartbeats=heartbeats,
             token_problem=lambda: controller.token_error,
+            degradations=guard.degradations if guard else lambda _now: {},
+            trial_one_in=settings.pull_guard_trial_one_in,
         )
         problems.append(monitor.problems)
         on_step_down.append(monitor.leading_stopped)

@@ -47,6 +47,11 @@ class UpstreamStatus:
     # While a verified upstream is held through transient errors: since when, and how many in a row.
     held_since: datetime.datetime | None = None
     transient_failures: int = 0
+    # While real pulls through the cache fail (the pull-outcome guard): since when, the evidence in
+    # one sentence, and the one pod in `trial_one_in` the webhook still rewrites so recovery shows.
+    degraded_since: datetime.datetime | None = None
+    degraded_reason: str = ""
+    trial_one_in: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,15 @@ class StatusDocument:
                     | (
                         {"heldSince": s.held_since.isoformat(), "transientFailures": s.transient_failures}
                         if s.held_since is not None
+                        else {}
+                    )
+                    | (
+                        {
+                            "degradedSince": s.degraded_since.isoformat(),
+                            "degradedReason": s.degraded_reason,
+                            "trialOneIn": s.trial_one_in,
+                        }
+                        if s.degraded_since is not None
                         else {}
                     )
                     for s in self.upstreams
@@ -96,6 +110,9 @@ class StatusDocument:
                     registry=str(entry.get("registry", "")),
                     held_since=_time(entry["heldSince"]) if entry.get("heldSince") else None,
                     transient_failures=int(entry.get("transientFailures") or 0),
+                    degraded_since=_time(entry["degradedSince"]) if entry.get("degradedSince") else None,
+                    degraded_reason=str(entry.get("degradedReason", "")),
+                    trial_one_in=int(entry.get("trialOneIn") or 0),
                 )
                 for upstream, entry in raw["upstreams"].items()
             )
@@ -118,6 +135,15 @@ class Verification:
     verified: frozenset[str]
     reasons: dict[str, str]
     unknown: str = ""  # set when there is no usable document at all
+    # Degraded upstreams (verified, but real pulls fail) -> rewrite one pod in this many, as a trial.
+    trial: Mapping[str, int] = field(default_factory=dict)
+
+    def with_trial(self, upstreams: frozenset[str]) -> Verification:
+        """This verification for a trial pod: `upstreams` (degraded ones) count as verified."""
+        if not upstreams:
+            return self
+        reasons = {u: r for u, r in self.reasons.items() if u not in upstreams}
+        return Verification(self.verified | upstreams, reasons, self.unknown, self.trial)
 
     def reason_for(self, upstream: str) -> str:
         if self.unknown:
@@ -171,6 +197,7 @@ def verification(
     # age bounds how long it is trusted without one.
     verified: set[str] = set()
     reasons: dict[str, str] = {}
+    trial: dict[str, int] = {}
     for status in document.upstreams:
         mismatch = target.mismatch(status) if target is not None else None
         if mismatch is not None:
@@ -182,9 +209,12 @@ def verification(
             reasons[status.upstream] = f"no successful check for {last}s" + (
                 f" ({status.reason})" if status.reason else ""
             )
+        elif status.degraded_since is not None:
+            reasons[status.upstream] = f"degraded: {status.degraded_reason}"
+            trial[status.upstream] = status.trial_one_in
         else:
             verified.add(status.upstream)
-    return Verification(verified=frozenset(verified), reasons=reasons)
+    return Verification(verified=frozenset(verified), reasons=reasons, trial=trial)
 
 
 @dataclass(frozen=True, slots=True)
