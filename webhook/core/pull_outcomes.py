@@ -110,6 +110,10 @@ class OutcomeWindow:
         self._outcomes: collections.deque[Outcome] = collections.deque(maxlen=max_outcomes)
         self.last_failure: float | None = None
 
+    def clear(self) -> None:
+        self._outcomes.clear()
+        self.last_failure = None
+
     def add(self, item: Outcome) -> None:
         self._outcomes.append(item)
         if item.failed:
@@ -152,15 +156,15 @@ def degradation(previous: Degraded | None, window: OutcomeWindow, now: datetime.
 
     Degraded from the moment the evidence crosses the threshold; recovered once no pull through
     the cache has failed for `quiet_seconds` (trial pods, rewritten one in `trial_one_in` while
-    degraded, are what can show it). The webhook rewrites again only once the normal verification
-    passes too, since it requires both.
+    degraded, are what can fail meanwhile), and the window starts afresh. The webhook rewrites
+    again only once the normal verification passes too, since it requires both.
     """
+    if previous is not None and now.timestamp() >= recovery_due(previous, window):
+        window.clear()  # what degraded it is answered; judge afresh from here
+        return None
     evidence = window.evidence(now.timestamp())
     if previous is None:
         return Degraded(now, evidence) if evidence is not None else None
-    quiet_since = window.last_failure if window.last_failure is not None else previous.since.timestamp()
-    if evidence is None and now.timestamp() - quiet_since >= window.thresholds.quiet_seconds:
-        return None
     return Degraded(previous.since, evidence or previous.evidence)
 
 

@@ -139,11 +139,10 @@ def test_recovery_waits_for_a_quiet_period_that_a_failed_trial_restarts() -> Non
     window.add(trial)
     assert degradation(degraded, window, at(400)) is not None
     assert recovery_due(degraded, window) == T0.timestamp() + 550
-    # A trial pod pulls fine; once the evidence has left the window and 300 s passed quietly: recovered.
-    success = outcome(*pulled(cached("img0:1")), at=T0.timestamp() + 560, pod="a/t2", node="n", target=TARGET)
-    assert success is not None
-    window.add(success)
-    assert degradation(degraded, window, at(860)) is None
+    assert degradation(degraded, window, at(549)) is not None
+    # 300 s without a failure: recovered, and the old failures no longer count.
+    assert degradation(degraded, window, at(550)) is None
+    assert degradation(None, window, at(551)) is None
 
 
 def test_one_pod_in_n_is_a_trial_by_its_uid() -> None:
