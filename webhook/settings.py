@@ -358,7 +358,7 @@ class ControllerSettings(CommonSettings):
         300, gt=0, description="a degraded upstream recovers after this long without a failed pull"
     )
     pull_guard_trial_one_in: int = Field(
-        10, ge=1, description="while degraded, still rewrite one pod in this many (so recovery can show)"
+        10, ge=0, description="while degraded, still rewrite one pod in this many, so recovery can show (0: none)"
     )
     http_host: str = Field("127.0.0.1", description="address of /healthz, /readyz, /metrics (the chart sets 0.0.0.0)")
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")

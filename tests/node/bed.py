@@ -392,6 +392,14 @@ def controller_args() -> tuple[str, ...]:
         "--upstream-status-configmap", STATUS_CONFIGMAP,
         "--verify-seconds", "5",
         "--probe-images", "docker.io=library/hello:1",
+        # The pull-outcome guard, quick (tests/node/test_pull_guard.py): no trial pods, so the next pod's
+        # fate is certain.
+        "--pull-guard-window-seconds", "120",
+        "--pull-guard-min-failures", "2",
+        "--pull-guard-min-images", "2",
+        "--pull-guard-min-pods", "2",
+        "--pull-guard-quiet-seconds", "10",
+        "--pull-guard-trial-one-in", "0",
     )  # fmt: skip
 
 

@@ -62,6 +62,10 @@ class EcrStandIn:
         self.host, self.rules, self.token_number = host, rules, token_number
         self.context, self.address = context, address
         self.requests: list[Request] = []
+        # Requests whose User-Agent contains this are refused with 403 after authentication: what a
+        # node meets that the controller's probe does not (a KMS key the node role may not use, a
+        # repository quota, a broken network path from the nodes).
+        self.refuse_agent: str | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._opener = urllib.request.build_opener(_NoRedirect)
@@ -142,6 +146,10 @@ class EcrStandIn:
             return
         if path in ("/v2", "/v2/"):
             answer(200, {})
+            return
+        if self.refuse_agent is not None and self.refuse_agent in agent:
+            message = "User is not authorized to perform: kms:Decrypt on the repository's key"
+            answer(403, {"errors": [{"code": "DENIED", "message": message}]})
             return
         prefix, _, rest = path.removeprefix("/v2/").partition("/")
         upstream = self.rules.get(prefix)

@@ -177,9 +177,11 @@ def recovery_due(previous: Degraded, window: OutcomeWindow) -> float:
 def is_trial(uid: str, one_in: int) -> bool:
     """Whether the pod of this admission (by its uid) is the one in `one_in` rewritten while degraded.
 
-    A function of the request alone, like every other decision of the webhook.
+    A function of the request alone, like every other decision of the webhook. `one_in` 0: never.
     """
-    if one_in <= 1:
+    if one_in <= 0:
+        return False
+    if one_in == 1:
         return True
     return int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big") % one_in == 0
 
