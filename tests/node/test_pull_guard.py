@@ -4,8 +4,8 @@ The stand-in refuses containerd's requests with 403 (as ECR refuses a node role 
 the repository's KMS key) while the controller's probe still passes, so verification alone would
 keep rewriting. The kubelet's own `Failed` Events must degrade Docker Hub; the next pod then keeps
 its original reference and runs from the upstream; once the stand-in serves the node again and a
-quiet period passes, rewriting resumes. The bed runs the guard with small thresholds and no trial
-pods (`controller_args`).
+quiet period passes, rewriting resumes. These tests restart the bed's controller with the guard on,
+small thresholds and no trial pods (so the next pod's fate is certain), and restore it after.
 """
 
 from __future__ import annotations
@@ -43,14 +43,64 @@ def failed_pull_events(bed: NodeBed, namespace: str) -> list[Any]:
     return [e for e in events if e.reason == "Failed" and (e.message or "").startswith("Failed to pull image")]
 
 
+GUARD = (
+    "--pull-guard=true",
+    "--pull-guard-window-seconds=120",
+    "--pull-guard-min-failures=2",
+    "--pull-guard-min-images=2",
+    "--pull-guard-min-pods=2",
+    "--pull-guard-quiet-seconds=10",
+    "--pull-guard-trial-one-in=0",
+)
+
+
 @pytest.fixture
-def node_refused(bed: NodeBed) -> Iterator[None]:
-    wait_verified(bed)
+def guarded(bed: NodeBed) -> Iterator[None]:
+    """The bed's controller with the pull-outcome guard on; the usual one again afterwards."""
+    bed.stop_controller()
+    bed.start_controller(*GUARD)
+    try:
+        wait_verified(bed)
+        yield
+    finally:
+        bed.stop_controller()
+        bed.start_controller()
+
+
+@pytest.fixture
+def node_refused(bed: NodeBed, guarded: None) -> Iterator[None]:
     bed.standin.refuse_agent = "containerd/"
     try:
         yield
     finally:
         bed.standin.refuse_agent = None
+
+
+# First: the guard lists the Events of the last window at start, and this one must not see the
+# failures the next test causes on purpose.
+def test_an_image_that_does_not_exist_fails_on_many_pods_without_degrading_docker_hub(
+    bed: NodeBed, guarded: None
+) -> None:
+    failed_before = bed.controller.metric("ecr_pullthrough_pull_outcomes_total", upstream="docker.io", outcome="failed")
+    namespace = new_namespace(bed.plane, "node-typo")
+    with bed.plane.api_client() as api:
+        for i in range(3):
+            stored = create_pod(api, namespace, node_pod(f"typo-{i}", {"main": "helo:1"}))
+            assert stored["spec"]["containers"][0]["image"].startswith(REWRITTEN)
+    wait_for(
+        lambda: (
+            bed.controller.metric("ecr_pullthrough_pull_outcomes_total", upstream="docker.io", outcome="failed")
+            >= failed_before + 4
+        ),
+        timeout=120,
+        what="the guard to count the typo's failed pulls from three pods",
+    )
+    entry = docker_hub(bed)
+    assert "degradedSince" not in entry, entry
+    assert entry["verified"] is True
+    with bed.plane.api_client() as api:
+        for i in range(3):
+            client.CoreV1Api(api).delete_namespaced_pod(f"typo-{i}", namespace, grace_period_seconds=0)
 
 
 def test_pulls_refused_to_the_node_degrade_docker_hub_and_the_next_pod_runs_from_docker_hub(
