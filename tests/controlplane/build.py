@@ -1,7 +1,7 @@
 """Build (or find) the control-plane binaries the end-to-end tests run.
 
 etcd, kube-apiserver and helm (and the Go oracle of the image-reference
-differential test) are built from the Go module proxy with the
+differential test, and promql-check for the chart's Prometheus rules) are built from the Go module proxy with the
 machine's Go, from the wrapper modules beside this file; the wrapper go.mod
 files are the one place their versions are pinned. Built binaries are cached
 outside the repository, keyed by version, so a fresh clone (CI) and later
@@ -45,6 +45,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "crane": ("github.com/google/go-containerregistry", "github.com/google/go-containerregistry/cmd/crane"),
     # Not control plane: the differential test's oracle for image references (our own main package).
     "reference-oracle": ("github.com/distribution/reference", "."),
+    # Not control plane: the chart's Prometheus rules parsed and evaluated by Prometheus's own packages.
+    "promql-check": ("github.com/prometheus/prometheus", "."),
 }
 ENVTEST_COMPONENTS = ("etcd", "kube-apiserver")
 # Built from k8s.io/kubernetes: staging replaces and version ldflags.
