@@ -5,10 +5,11 @@
 //	    included) and print, as JSON, each rule with the metric names its
 //	    expression selects. Exit 1 naming every error.
 //	promql-check eval RULES.yaml SERIES.json
-//	    Load the series (a JSON list of {"labels": {...}, "value": v}, the
-//	    name in "__name__") as constant samples every 15 s for 2 hours, and
-//	    print, as JSON, every alert rule's result at 1 h and 2 h: the series
-//	    that would be pending or firing.
+//	    SERIES.json is {"at": unix seconds, "series": [{"labels": {...}, "value": v}]}
+//	    (the name in "__name__"). Load each series as a constant sample every 15 s
+//	    for the 2 hours up to "at", and print, as JSON, every alert rule's result
+//	    at "at" minus 30 minutes and at "at": the series that would be pending or
+//	    firing (with the samples constant, a `for` clause changes nothing).
 package main
 
 import (
@@ -40,6 +41,11 @@ type rule struct {
 type series struct {
 	Labels map[string]string `json:"labels"`
 	Value  float64           `json:"value"`
+}
+
+type seriesFile struct {
+	At     float64  `json:"at"`
+	Series []series `json:"series"`
 }
 
 var promqlParser = parser.NewParser(parser.Options{})
@@ -91,7 +97,7 @@ func evaluate(rules []rule, seriesPath string) map[string][]string {
 	if err != nil {
 		fail("%s", err)
 	}
-	var input []series
+	var input seriesFile
 	if err := json.Unmarshal(raw, &input); err != nil {
 		fail("%s: %s", seriesPath, err)
 	}
@@ -106,10 +112,10 @@ func evaluate(rules []rule, seriesPath string) map[string][]string {
 	}
 	defer db.Close()
 	ctx := context.Background()
-	start := time.Unix(1_800_000_000, 0)
 	const step, span = 15 * time.Second, 2 * time.Hour
+	start := time.UnixMilli(int64(input.At * 1000)).Add(-span)
 	appender := db.Appender(ctx)
-	for _, s := range input {
+	for _, s := range input.Series {
 		lbls := labels.FromMap(s.Labels)
 		for at := time.Duration(0); at <= span; at += step {
 			if _, err := appender.Append(0, lbls, start.Add(at).UnixMilli(), s.Value); err != nil {
@@ -130,7 +136,7 @@ func evaluate(rules []rule, seriesPath string) map[string][]string {
 			continue
 		}
 		found := []string{}
-		for _, at := range []time.Duration{time.Hour, span} {
+		for _, at := range []time.Duration{span - 30*time.Minute, span} {
 			query, err := engine.NewInstantQuery(ctx, db, nil, r.Expr, start.Add(at))
 			if err != nil {
 				fail("%s: %s", r.Alert, err)
@@ -144,7 +150,7 @@ func evaluate(rules []rule, seriesPath string) map[string][]string {
 				fail("%s: %s", r.Alert, err)
 			}
 			for _, sample := range vector {
-				found = append(found, fmt.Sprintf("at %s: %s %g", at, sample.Metric, sample.F))
+				found = append(found, fmt.Sprintf("at -%s: %s %g", span-at, sample.Metric, sample.F))
 			}
 			query.Close()
 		}
