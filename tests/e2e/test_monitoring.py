@@ -28,7 +28,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.chart import REGISTRY, apply, render
+from tests.e2e.chart import CHART, REGISTRY, apply, render
 from tests.e2e.controllers import ControllerProcess, controller_process
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.test_ownership import account_kubeconfig, chart_objects
@@ -72,6 +72,22 @@ def rules_file(helm: Path, folder: Path) -> Path:
     return path
 
 
+def dashboard_rules(folder: Path) -> Path:
+    """Every query of the Grafana dashboard, as recording rules (Grafana's variables filled in)."""
+    dashboard = json.loads((CHART / "dashboards" / "ecr-pullthrough.json").read_text())
+    records = [
+        {
+            "record": f"dashboard:panel_{panel['id']}_{target['refId']}",
+            "expr": target["expr"].replace("$__rate_interval", "5m").replace("$namespace", RELEASE),
+        }
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+    path = folder / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    return path
+
+
 def promql_check(*args: str) -> Any:
     done = subprocess.run([str(require_binary("promql-check")), *args], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -84,6 +100,19 @@ def test_the_rules_load_in_prometheus_and_name_their_metrics(helm: Path, tmp_pat
     assert LEADER_ONLY_ALERTS | {"EcrPullthroughNoLeader", "EcrPullthroughWebhookErrors"} <= alerts
     assert all(rule["metrics"] for rule in rules), "every rule selects a metric"
     assert all(f'namespace="{RELEASE}"' in rule["expr"] for rule in rules), "every rule is scoped to its release"
+
+
+def test_the_dashboard_queries_parse_and_show_what_operators_need(tmp_path: Path) -> None:
+    queries = promql_check("rules", str(dashboard_rules(tmp_path)))
+    shown = {metric for query in queries for metric in query["metrics"]}
+    assert {
+        "ecr_pullthrough_admissions_total",  # admissions by outcome
+        "ecr_pullthrough_image_decisions_total",  # and by reason
+        "ecr_pullthrough_admission_duration_seconds_bucket",  # latency
+        "ecr_pullthrough_token_expiry_timestamp_seconds",
+        "ecr_pullthrough_namespaces_in_sync",
+        "ecr_pullthrough_upstream_verified",
+    } <= shown
 
 
 def test_a_broken_expression_is_refused(tmp_path: Path) -> None:
@@ -192,11 +221,13 @@ def test_every_metric_exists_and_nothing_fires_on_a_standby(
 
         # Every metric a rule names exists in the processes' /metrics, counters by their `_total` name.
         exposed = exposed_names(leader_text) | exposed_names(standby_text) | exposed_names(webhook_text)
-        for rule in promql_check("rules", str(rules)):
+        named = promql_check("rules", str(rules)) + promql_check("rules", str(dashboard_rules(tmp_path)))
+        for rule in named:
+            what = rule.get("alert") or rule["record"]
             for metric in rule["metrics"]:
-                assert metric in exposed, f"{rule['alert']}: {metric} is not in any /metrics"
+                assert metric in exposed, f"{what}: {metric} is not in any /metrics"
                 if exposed[metric] == "counter":
-                    assert metric.endswith("_total"), f"{rule['alert']}: counter {metric} without _total"
+                    assert metric.endswith("_total"), f"{what}: counter {metric} without _total"
 
         leader_series = as_series(leader_text, "a", CONTROLLER)
         webhook_series = as_series(webhook_text, "w", WEBHOOK)
