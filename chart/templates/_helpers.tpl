@@ -31,12 +31,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with $labels }}{{ toYaml . }}{{ end -}}
 {{- end -}}
 
+{{/* <base>-<suffix> within 63 characters. As before, the end of the suffix is cut when it does not fit;
+     but where all of it would go (a base of 62 or 63 characters: release names of 46 characters and
+     more), which made the controller's and the webhook's objects one name, the base is cut instead.
+     Names that used to fit keep their name, so no upgrade renames an object. */}}
+{{- define "ecr-pullthrough.suffixed" -}}
+{{- $base := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $name := printf "%s-%s" $base $suffix | trunc 63 | trimSuffix "-" -}}
+{{- if eq $name $base -}}
+{{- $name = printf "%s-%s" ($base | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
 {{- define "ecr-pullthrough.controllerName" -}}
-{{- printf "%s-controller" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "controller") -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.webhookName" -}}
-{{- printf "%s-webhook" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "webhook") -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.leaseName" -}}
@@ -58,7 +72,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The serving certificate's Secret and the webhook configuration's name, shared by the controller and the webhook. */}}
 {{- define "ecr-pullthrough.tlsSecretName" -}}
-{{- printf "%s-tls" (include "ecr-pullthrough.webhookName" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.webhookName" .) "tls") -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.webhookConfigurationName" -}}
@@ -66,7 +80,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "ecr-pullthrough.statusConfigMapName" -}}
-{{- printf "%s-upstream-status" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "upstream-status") -}}
 {{- end -}}
 
 {{/* This installation's name on the Secrets its controller owns (label ecr-pullthrough/instance):
@@ -81,7 +95,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "ecr-pullthrough.configName" -}}
-{{- printf "%s-settings" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "settings") -}}
 {{- end -}}
 
 {{/* Stop the render with a message that says what to set. */}}
@@ -207,7 +221,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $selector := dict "matchLabels" (include "ecr-pullthrough.selectorLabels" .root | fromYaml | merge (dict "app.kubernetes.io/component" .component)) -}}
 {{- $constraints := list -}}
 {{- range .constraints -}}
-{{- $constraints = append $constraints (merge (deepCopy .) (dict "labelSelector" $selector)) -}}
+{{- $constraint := deepCopy . -}}
+{{- if not (hasKey $constraint "labelSelector") }}{{ $_ := set $constraint "labelSelector" $selector }}{{ end -}}
+{{- $constraints = append $constraints $constraint -}}
 {{- end -}}
 {{- with $constraints }}{{ toYaml . }}{{ end -}}
 {{- end -}}
@@ -222,7 +238,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* What a deprecated value still in use should be replaced with, one line each, for NOTES. */}}
 {{- define "ecr-pullthrough.deprecations" -}}
 {{- if not (kindIs "invalid" .Values.webhook.topologySpread) }}
-- webhook.topologySpread is deprecated since chart 0.3.0 and will be removed: {{ if .Values.webhook.topologySpread }}remove it (webhook.topologySpreadConstraints is used, and by default spreads across nodes and zones as before){{ else }}set webhook.topologySpreadConstraints: [] instead (false still renders no constraints){{ end }}.
+- webhook.topologySpread is deprecated since chart 0.3.0 and will be removed: {{ if .Values.webhook.topologySpread }}remove it (webhook.topologySpreadConstraints is used, and by default spreads across nodes and zones as before; after `helm upgrade --reuse-values` from chart 0.1.0 or 0.2.0 it is that chart's default, carried over: upgrade once with --reset-then-reuse-values){{ else }}set webhook.topologySpreadConstraints: [] instead (false still renders no constraints){{ end }}.
 {{- end }}
 {{- end -}}
 
@@ -250,5 +266,14 @@ strategy:
 {{- .Values.registry | trim | lower -}}
 {{- else -}}
 {{- printf "%s.dkr.ecr.%s.%s" (toString .Values.accountId) .Values.region (ternary "amazonaws.com.cn" "amazonaws.com" (hasPrefix "cn-" .Values.region)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `helm upgrade --reuse-values` from an older chart renders with that chart's values, without the keys
+     added since: fill those in with their defaults (upgrade-defaults.yaml, kept equal to values.yaml by a test).
+     Only then: a key you set to null on purpose stays unset. Call at the top of each template. */}}
+{{- define "ecr-pullthrough.fillDefaults" -}}
+{{- if not (hasKey .Values.controller "leaderElection") -}}
+{{- $_ := merge .Values (.Files.Get "upgrade-defaults.yaml" | fromYaml) -}}
 {{- end -}}
 {{- end -}}
