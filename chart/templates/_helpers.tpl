@@ -34,12 +34,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* <base>-<suffix> within 63 characters. As before, the end of the suffix is cut when it does not fit;
      but where all of it would go (a base of 62 or 63 characters: release names of 46 characters and
      more), which made the controller's and the webhook's objects one name, the base is cut instead.
-     Names that used to fit keep their name, so no upgrade renames an object. */}}
+     Names that used to fit keep their name, so no upgrade renames an object. Objects added since 0.1.0
+     pass a third element (`true`): their suffix is always whole, so it never collides with an old name. */}}
 {{- define "ecr-pullthrough.suffixed" -}}
 {{- $base := index . 0 -}}
 {{- $suffix := index . 1 -}}
 {{- $name := printf "%s-%s" $base $suffix | trunc 63 | trimSuffix "-" -}}
-{{- if eq $name $base -}}
+{{- if or (eq $name $base) (gt (len .) 2) -}}
 {{- $name = printf "%s-%s" ($base | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix -}}
 {{- end -}}
 {{- $name -}}

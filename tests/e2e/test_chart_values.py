@@ -189,7 +189,7 @@ def test_deployment_service_and_configuration_annotations(helm: Path) -> None:
 def test_extra_args_env_and_volumes(helm: Path) -> None:
     objects = render(helm, values=(CONVENTIONS,))
     webhook, controller = pod_spec(objects, "webhook"), pod_spec(objects, "controller")
-    assert webhook["containers"][0]["args"][-1] == "--max-in-flight=128"
+    assert webhook["containers"][0]["args"][-1] == "--max-in-flight=64"
     assert controller["containers"][0]["args"][-1] == "--log-level=debug"
     assert webhook["containers"][0]["env"] == [{"name": "TZ", "value": "UTC"}]
     env = controller["containers"][0]["env"]
@@ -646,3 +646,26 @@ def test_upgrade_from_0_1_0_with_topology_spread_off_keeps_it_off_and_says_so(
     with control_plane.api_client() as api:
         webhook = client.AppsV1Api(api).read_namespaced_deployment(f"{name}-ecr-pullthrough-webhook", name)
     assert not webhook.spec.template.spec.topology_spread_constraints
+
+
+@pytest.mark.parametrize("length", [45, 46, 53])
+def test_every_release_name_gives_every_object_its_own_name(helm: Path, length: int) -> None:
+    """From 46 characters, 0.1.0 cut the whole `-controller`/`-webhook` suffix: both components had one name."""
+    release = ("r" * length)[:length]
+    objects = render(helm, release=release, namespace="n", set_values={"cleanupOnUninstall.enabled": "true"})
+    keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(keys) == len(set(keys))
+    assert all(len(name) <= 63 for _, name in keys)
+    accounts = {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]: o["spec"]["template"]["spec"]["serviceAccountName"]
+        for o in objects
+        if o["kind"] == "Deployment"
+    }
+    assert accounts["controller"] != accounts["webhook"]
+    if length >= 46:
+        assert accounts["controller"].endswith("-controller")
+        assert accounts["webhook"].endswith("-webhook")
+    else:  # names that fitted keep theirs, even cut: no upgrade renames an object
+        old = helm_run(helm, "template", release, str(CHART_0_1_0), "-n", "n", "--set", f"registry={REGISTRY}")
+        before = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(old.stdout) if o}
+        assert before <= set(keys)
