@@ -39,14 +39,14 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "etcd": ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
     "kube-apiserver": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
     "helm": ("helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm"),
+    # Not control plane: the chart's Prometheus rules parsed and evaluated by Prometheus's own packages.
+    "promql-check": ("github.com/prometheus/prometheus", "."),
     # The node tests (tests/node): a real kubelet at kube-apiserver's version, and
     # crane to push their offline images.
     "kubelet": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubelet"),
     "crane": ("github.com/google/go-containerregistry", "github.com/google/go-containerregistry/cmd/crane"),
     # Not control plane: the differential test's oracle for image references (our own main package).
     "reference-oracle": ("github.com/distribution/reference", "."),
-    # Not control plane: the chart's Prometheus rules parsed and evaluated by Prometheus's own packages.
-    "promql-check": ("github.com/prometheus/prometheus", "."),
 }
 ENVTEST_COMPONENTS = ("etcd", "kube-apiserver")
 # Built from k8s.io/kubernetes: staging replaces and version ldflags.
