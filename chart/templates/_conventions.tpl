@@ -96,3 +96,12 @@ strategy:
 {{- $_ := merge .Values (.Files.Get "upgrade-defaults.yaml" | fromYaml) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Stop the render on conventions' values that cannot work together (with ecr-pullthrough.validate). */}}
+{{- define "ecr-pullthrough.validateConventions" -}}
+{{- $election := .Values.controller.leaderElection -}}
+{{- if not (and (lt (float64 $election.retrySeconds) (float64 $election.renewDeadlineSeconds)) (lt (float64 $election.renewDeadlineSeconds) (float64 $election.leaseSeconds))) -}}
+{{- fail (printf "controller.leaderElection: need retrySeconds (%d) < renewDeadlineSeconds (%d) < leaseSeconds (%d)" (int64 $election.retrySeconds) (int64 $election.renewDeadlineSeconds) (int64 $election.leaseSeconds)) -}}
+{{- end -}}
+{{- $account := include "ecr-pullthrough.controllerServiceAccountName" . -}}
+{{- end -}}

@@ -111,11 +111,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "controller.verifySeconds (%d) must be below webhook.upstreamStatusMaxAgeSeconds (%d): the webhook would find the status stale between two verifications and rewrite nothing" (int64 .Values.controller.verifySeconds) (int64 .Values.webhook.upstreamStatusMaxAgeSeconds)) -}}
 {{- end -}}
 {{- $requirements := include "ecr-pullthrough.excludeRequirements" . -}}
-{{- $election := .Values.controller.leaderElection -}}
-{{- if not (and (lt (float64 $election.retrySeconds) (float64 $election.renewDeadlineSeconds)) (lt (float64 $election.renewDeadlineSeconds) (float64 $election.leaseSeconds))) -}}
-{{- fail (printf "controller.leaderElection: need retrySeconds (%d) < renewDeadlineSeconds (%d) < leaseSeconds (%d)" (int64 $election.retrySeconds) (int64 $election.renewDeadlineSeconds) (int64 $election.leaseSeconds)) -}}
-{{- end -}}
-{{- $account := include "ecr-pullthrough.controllerServiceAccountName" . -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.podSecurityContext" -}}
