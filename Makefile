@@ -28,8 +28,8 @@ lint: venv ## ruff, mypy (strict), the import-layer contract, hadolint, shellche
 	$(BIN)/shellcheck -s sh docker/install.sh
 	$(BIN)/shellcheck .ci/run
 
-controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver, helm and the reference oracle; ~11 min cold on 2 cores
-	$(PYTHON) tests/controlplane/build.py etcd kube-apiserver helm reference-oracle
+controlplane: ## Build (or reuse from ~/.cache) etcd, kube-apiserver, helm, the reference oracle and promql-check; ~13 min cold on 2 cores
+	$(PYTHON) tests/controlplane/build.py etcd kube-apiserver helm reference-oracle promql-check
 
 node-bed: ## Install containerd, runc, docker-registry when missing (as root) and build the kubelet and crane; ~7 min cold
 	$(PYTHON) tests/node/install.py

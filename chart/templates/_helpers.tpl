@@ -13,7 +13,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The chart's labels on every object: commonLabels first, and the chart's own keys win. */}}
 {{- define "ecr-pullthrough.labels" -}}
+{{- with include "ecr-pullthrough.commonLabels" . -}}
+{{ . }}
+{{ end -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | trunc 63 | trimSuffix "-" }}
 app.kubernetes.io/name: {{ include "ecr-pullthrough.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -21,12 +25,33 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* commonLabels without the keys the chart sets itself (a duplicate key would be invalid YAML). */}}
+{{- define "ecr-pullthrough.commonLabels" -}}
+{{- $labels := omit (.Values.commonLabels | default dict) "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" "app.kubernetes.io/component" -}}
+{{- with $labels }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/* <base>-<suffix> within 63 characters. As before, the end of the suffix is cut when it does not fit;
+     but where all of it would go (a base of 62 or 63 characters: release names of 46 characters and
+     more), which made the controller's and the webhook's objects one name, the base is cut instead.
+     Names that used to fit keep their name, so no upgrade renames an object. Objects added since 0.1.0
+     pass a third element (`true`): their suffix is always whole, so it never collides with an old name. */}}
+{{- define "ecr-pullthrough.suffixed" -}}
+{{- $base := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $name := printf "%s-%s" $base $suffix | trunc 63 | trimSuffix "-" -}}
+{{- if or (eq $name $base) (gt (len .) 2) -}}
+{{- $name = printf "%s-%s" ($base | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
 {{- define "ecr-pullthrough.controllerName" -}}
-{{- printf "%s-controller" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "controller") -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.webhookName" -}}
-{{- printf "%s-webhook" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "webhook") -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.leaseName" -}}
@@ -48,7 +73,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The serving certificate's Secret and the webhook configuration's name, shared by the controller and the webhook. */}}
 {{- define "ecr-pullthrough.tlsSecretName" -}}
-{{- printf "%s-tls" (include "ecr-pullthrough.webhookName" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.webhookName" .) "tls") -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.webhookConfigurationName" -}}
@@ -56,7 +81,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "ecr-pullthrough.statusConfigMapName" -}}
-{{- printf "%s-upstream-status" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "upstream-status") -}}
 {{- end -}}
 
 {{/* This installation's name on the Secrets its controller owns (label ecr-pullthrough/instance):
@@ -71,7 +96,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "ecr-pullthrough.configName" -}}
-{{- printf "%s-settings" (include "ecr-pullthrough.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ecr-pullthrough.suffixed" (list (include "ecr-pullthrough.fullname" .) "settings") -}}
 {{- end -}}
 
 {{/* Stop the render with a message that says what to set. */}}

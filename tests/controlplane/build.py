@@ -1,7 +1,7 @@
 """Build (or find) the control-plane binaries the end-to-end tests run.
 
 etcd, kube-apiserver and helm (and the Go oracle of the image-reference
-differential test) are built from the Go module proxy with the
+differential test, and promql-check for the chart's Prometheus rules) are built from the Go module proxy with the
 machine's Go, from the wrapper modules beside this file; the wrapper go.mod
 files are the one place their versions are pinned. Built binaries are cached
 outside the repository, keyed by version, so a fresh clone (CI) and later
@@ -39,6 +39,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "etcd": ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
     "kube-apiserver": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
     "helm": ("helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm"),
+    # Not control plane: the chart's Prometheus rules parsed and evaluated by Prometheus's own packages.
+    "promql-check": ("github.com/prometheus/prometheus", "."),
     # The node tests (tests/node): a real kubelet at kube-apiserver's version, and
     # crane to push their offline images.
     "kubelet": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubelet"),

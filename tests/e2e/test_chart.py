@@ -43,7 +43,9 @@ def test_lint_and_render_every_values_file(helm: Path, values: Path) -> None:
     objects = render(helm, values=(values,))
     kinds = {obj["kind"] for obj in objects}
     assert {"Deployment", "MutatingWebhookConfiguration", "ClusterRole", "ConfigMap"} <= kinds
-    [settings] = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    [settings] = [
+        obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-settings")
+    ]
     assert settings["data"]["ECR_PULLTHROUGH_SECRET_NAME"] == "ecr-pullthrough"
     for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
         pod = deployment["spec"]["template"]["spec"]
@@ -306,7 +308,9 @@ def test_the_program_accepts_the_settings_the_chart_renders(
     from webhook.settings import ControllerSettings, WebhookSettings
 
     objects = render(helm, values=(values,))
-    [settings] = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    [settings] = [
+        obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-settings")
+    ]
     for name, value in settings["data"].items():
         monkeypatch.setenv(name, value)
     tls = {
