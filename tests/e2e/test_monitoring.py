@@ -46,6 +46,7 @@ LEADER_ONLY_ALERTS = {
     "EcrPullthroughTokenNearExpiry",
     "EcrPullthroughTokenExpiring",
     "EcrPullthroughUpstreamUnverified",
+    "EcrPullthroughUpstreamDegraded",
     "EcrPullthroughNamespacesOutOfSync",
 }
 # Sample names a family of each type exposes (prometheus_client's parser drops a counter's `_total`).

@@ -10,6 +10,7 @@ from webhook.admission.handler import AdmissionHandler
 from webhook.admission.metrics import WebhookMetrics
 from webhook.core.mutate import PodPolicy
 from webhook.core.rewrite import RewriteRules
+from webhook.core.upstream_status import Verification
 
 
 @pytest.fixture
@@ -131,3 +132,19 @@ def test_a_malformed_body_is_a_400_with_a_reason(handler: AdmissionHandler, metr
     assert answer.status == 400
     assert "not JSON" in answer.body["error"]
     assert count(metrics, "ecr_pullthrough_admissions_total", outcome="bad_request") == 1
+
+
+@pytest.mark.parametrize(("one_in", "rewritten"), [(0, False), (1, True)])
+def test_a_degraded_upstream_is_rewritten_only_on_a_trial_pod(
+    metrics: WebhookMetrics, caplog: pytest.LogCaptureFixture, one_in: int, rewritten: bool
+) -> None:
+    degraded = Verification(frozenset(), {"docker.io": "degraded: 5 of 6 pulls failed"}, trial={"docker.io": one_in})
+    handler = AdmissionHandler(PodPolicy(rules=RewriteRules(registry=REGISTRY)), metrics, lambda: degraded)
+    caplog.set_level(logging.INFO, "ecr_pullthrough")
+    response = handler.handle(body(POD)).body["response"]
+    assert ("patch" in response) is rewritten
+    [record] = [r for r in caplog.records if r.getMessage() == "admission"]
+    if not rewritten:
+        [unchanged] = record.fields["unchanged"]  # type: ignore[attr-defined]
+        assert unchanged["reason"] == "upstream-unverified"
+        assert unchanged["detail"] == "degraded: 5 of 6 pulls failed"
