@@ -196,7 +196,11 @@ class WebhookSettings(CommonSettings):
 
     tls_cert: Path = Field(description="PEM serving certificate (re-read when it changes)")
     tls_key: Path = Field(description="PEM private key of the serving certificate")
-    host: str = Field("127.0.0.1", description="address to listen on (the chart sets 0.0.0.0)")
+    host: str = Field(
+        "127.0.0.1",
+        description="address to listen on; `::` is every IPv6 and IPv4 address (IPv4 only where the node "
+        "has no IPv6); the chart sets `::`",
+    )
     port: int = Field(8443, ge=1, le=65535, description="HTTPS port")
     upstream_status_file: Path | None = Field(
         None, description="the controller's upstream status document (the chart mounts its ConfigMap here)"
@@ -360,7 +364,10 @@ class ControllerSettings(CommonSettings):
     pull_guard_trial_one_in: int = Field(
         10, ge=0, description="while degraded, still rewrite one pod in this many, so recovery can show (0: none)"
     )
-    http_host: str = Field("127.0.0.1", description="address of /healthz, /readyz, /metrics (the chart sets 0.0.0.0)")
+    http_host: str = Field(
+        "127.0.0.1",
+        description="address of /healthz, /readyz, /metrics; `::` as for the webhook's --host (the chart sets it)",
+    )
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")
 
     def pull_guard_thresholds(self) -> Thresholds:

@@ -31,6 +31,7 @@ from webhook.admission.shedding import shed_app
 from webhook.admission.statusfile import StatusFile
 from webhook.admission.tls import ReloadingContext
 from webhook.core.mutate import PodPolicy
+from webhook.listen import bound_address, listen
 from webhook.settings import WebhookSettings
 
 log = logging.getLogger("ecr_pullthrough.webhook")
@@ -184,10 +185,9 @@ def serve(settings: WebhookSettings) -> None:
         )
     handler = AdmissionHandler(policy_from(settings), metrics, status.current if status else None)
     app = create_app(handler, metrics, settings.max_body_bytes)
+    sock = listen(settings.host, settings.port)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         loop="uvloop",
         http=guarded_protocol(
             settings.request_read_timeout_seconds,
@@ -207,8 +207,7 @@ def serve(settings: WebhookSettings) -> None:
         "webhook starting",
         extra={
             "fields": {
-                "host": settings.host,
-                "port": settings.port,
+                "listen": bound_address(sock),
                 "registry": settings.registry_host,
                 "prefix": settings.prefix,
                 "upstreams": settings.upstreams,
@@ -219,4 +218,5 @@ def serve(settings: WebhookSettings) -> None:
         },
     )
     # Server.run, not asyncio.run(serve()): only run() builds the loop `loop=` asks for.
-    uvicorn.Server(config).run()
+    # The socket is ours (dual-stack for `::`); uvicorn serves on it with its TLS context.
+    uvicorn.Server(config).run(sockets=[sock])

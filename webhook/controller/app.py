@@ -28,6 +28,7 @@ from webhook.controller.secrets import Controller, SecretTarget
 from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.controller.webhookcerts import WebhookCertificates
 from webhook.core.selectors import parse_selector
+from webhook.listen import bound_address
 from webhook.settings import ControllerSettings
 
 log = logging.getLogger("ecr_pullthrough.controller")
@@ -198,7 +199,7 @@ def run(settings: ControllerSettings) -> int:
                 "secret": settings.secret_name,
                 "identity": settings.identity,
                 "instanceMetadata": "allowed" if settings.allow_instance_metadata else "disabled",
-                "http": f"{health.server_address[0]!s}:{health.server_address[1]}",
+                "http": bound_address(health.socket),
             }
         },
     )

@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from webhook.listen import listen
+
 log = logging.getLogger("ecr_pullthrough.health")
 
 
@@ -57,7 +59,12 @@ def serve_health(
         def log_message(self, format: str, *args: object) -> None:
             pass  # probes every few seconds are not news
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    # Bound by `listen` (dual-stack for `::`), then handed to the server instead of its own IPv4 socket.
+    sock = listen(host, port)
+    server = ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_address = sock.getsockname()[:2]
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server
