@@ -177,3 +177,23 @@ capabilities:
 {{- end -}}
 {{- toJson $entries -}}
 {{- end -}}
+
+{{/* Non-empty when the webhook's PodDisruptionBudget can be satisfied: maxUnavailable always can;
+     minAvailable only while it asks for fewer pods than there are replicas (a percentage rounds up,
+     as the disruption controller rounds it). A budget nobody can satisfy blocks every node drain. */}}
+{{- define "ecr-pullthrough.pdbSatisfiable" -}}
+{{- $pdb := .Values.webhook.podDisruptionBudget -}}
+{{- $replicas := int64 .Values.webhook.replicas -}}
+{{- if not (kindIs "invalid" $pdb.maxUnavailable) -}}
+true
+{{- else -}}
+{{- $min := $pdb.minAvailable | toString -}}
+{{- $needed := int64 $min -}}
+{{- if hasSuffix "%" $min -}}
+{{- $needed = div (add (mul $replicas (trimSuffix "%" $min | int64)) 99) 100 -}}
+{{- end -}}
+{{- if lt $needed $replicas -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end -}}
