@@ -45,6 +45,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     # crane to push their offline images.
     "kubelet": ("k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubelet"),
     "crane": ("github.com/google/go-containerregistry", "github.com/google/go-containerregistry/cmd/crane"),
+    # Not control plane: the linter of the release workflow (`make lint`).
+    "actionlint": ("github.com/rhysd/actionlint", "github.com/rhysd/actionlint/cmd/actionlint"),
     # Not control plane: the differential test's oracle for image references (our own main package).
     "reference-oracle": ("github.com/distribution/reference", "."),
     # Not control plane: the load generator of `make bench` (our own main package, standard library only).

@@ -45,7 +45,7 @@ class Instruction:
 
 
 def read_stages(text: str) -> tuple[list[Instruction], list[list[Instruction]]]:
-    """The global ARGs, then the instructions of each stage starting with its FROM; comments and continuations resolved."""
+    """The global ARGs, then each stage's instructions from its FROM; comments and continuations resolved."""
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     preamble: list[Instruction] = []
     stages: list[list[Instruction]] = []

@@ -6,7 +6,9 @@ proxy); these three come from Debian. CI runs as root on a fresh machine, so
 nothing. Only the named executables are looked for: no other tool found on the
 machine (a `kubectl`, a `docker`) is relied upon.
 
-Usage: python tests/node/install.py   (standard library only: runs before the virtualenv)
+`--image` installs the image test's packages instead (buildah, debootstrap; `make image-bed`).
+
+Usage: python tests/node/install.py [--image]   (standard library only: runs before the virtualenv)
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ PACKAGES: dict[str, str] = {
     "runc": "runc",  # not crun: Debian's crun refuses this machine's hybrid cgroups
     "docker-registry": "docker-registry",  # the distribution registry, standing in for Docker Hub
 }
+# The image test (tests/image) and `make image`: a daemonless image builder, and the local bases' maker.
+IMAGE_PACKAGES: dict[str, str] = {"buildah": "buildah", "debootstrap": "debootstrap"}
 # runc lives in /usr/sbin, which a non-login PATH may lack.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
@@ -34,9 +38,10 @@ def find(executable: str) -> str | None:
     return shutil.which(executable, path=SEARCH_PATH)
 
 
-def missing_packages(which: Which = find) -> list[str]:
+def missing_packages(which: Which = find, packages: dict[str, str] | None = None) -> list[str]:
     """The Debian packages whose executable is not found, in a stable order."""
-    return sorted({package for executable, package in PACKAGES.items() if which(executable) is None})
+    wanted = PACKAGES if packages is None else packages
+    return sorted({package for executable, package in wanted.items() if which(executable) is None})
 
 
 def plan(missing: Sequence[str], *, is_root: bool) -> list[list[str]]:
@@ -59,29 +64,34 @@ def _run(command: Sequence[str]) -> int:
     return subprocess.run(list(command), env=environment, check=False).returncode
 
 
-def install(which: Which = find, run: Run = _run, *, is_root: bool | None = None) -> list[str]:
+def install(
+    which: Which = find, run: Run = _run, *, is_root: bool | None = None, packages: dict[str, str] | None = None
+) -> list[str]:
     """Install what is missing; return the packages installed. Fails if anything is still missing after."""
-    missing = missing_packages(which)
+    missing = missing_packages(which, packages)
     for command in plan(missing, is_root=os.geteuid() == 0 if is_root is None else is_root):
         status = run(command)
         if status != 0:
             raise SystemExit(f"`{' '.join(command)}` failed with status {status}")
-    still = missing_packages(which)
+    still = missing_packages(which, packages)
     if still:
         raise SystemExit(f"still missing after installing: {', '.join(still)}")
     return missing
 
 
-def main() -> int:
-    missing = missing_packages()
+def main(argv: Sequence[str] = ()) -> int:
+    image = "--image" in argv
+    packages = IMAGE_PACKAGES if image else PACKAGES
+    tests = "image test" if image else "node tests"
+    missing = missing_packages(packages=packages)
     if missing and os.geteuid() != 0 and os.environ.get("CI") != "true":
-        # Not root, not CI: the node tests skip themselves without root anyway (tests/node/enter.py).
-        print(f"not installing {', '.join(missing)} without root; the node tests will be skipped", file=sys.stderr)
+        # Not root, not CI: those tests skip themselves without root anyway.
+        print(f"not installing {', '.join(missing)} without root; the {tests} will be skipped", file=sys.stderr)
         return 0
-    installed = install()
-    print(f"installed: {', '.join(installed)}" if installed else "containerd, runc, docker-registry: present")
+    installed = install(packages=packages)
+    print(f"installed: {', '.join(installed)}" if installed else f"{', '.join(packages.values())}: present")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

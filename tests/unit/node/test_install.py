@@ -25,7 +25,8 @@ class Machine:
         if not self.apt_works:
             return 100
         if command[:2] == ["apt-get", "install"]:
-            by_package = {package: executable for executable, package in install.PACKAGES.items()}
+            known = {**install.PACKAGES, **install.IMAGE_PACKAGES}
+            by_package = {package: executable for executable, package in known.items()}
             self.present |= {by_package[name] for name in command if name in by_package}
         return 0
 
@@ -74,3 +75,11 @@ def test_a_package_that_installs_without_its_executable_is_reported() -> None:
 
 def test_runc_is_found_in_sbin_even_on_a_short_path() -> None:
     assert "/usr/sbin" in install.SEARCH_PATH.split(":")
+
+
+def test_the_image_packages_are_installed_apart_from_the_node_bed() -> None:
+    machine = Machine(set())
+    installed = install.install(machine.which, machine.run, is_root=True, packages=install.IMAGE_PACKAGES)
+    assert installed == ["buildah", "debootstrap"]
+    assert machine.commands[-1] == ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *installed]
+    assert install.missing_packages(machine.which) == ["containerd", "docker-registry", "runc"]
