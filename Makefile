@@ -44,8 +44,8 @@ test: lint controlplane node-bed image-bed ## Run every test: lint, unit, proper
 	$(BIN)/pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory test-node
 
-test-unit: venv ## Unit and property tests only (no control plane)
-	$(BIN)/pytest -p no:cacheprovider -m 'not e2e'
+test-unit: venv ## Unit, property and integration tests only (no control plane, no image build)
+	$(BIN)/pytest -p no:cacheprovider -m 'not e2e and not image'
 
 test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver only
 	$(BIN)/pytest -p no:cacheprovider -m e2e

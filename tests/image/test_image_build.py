@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -99,14 +100,18 @@ def buildah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Buildah]:
         import_base(tool, builder, "localhost/base-builder:image-test")
         import_base(tool, runtime, "localhost/base-runtime:image-test")
         ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
-        tool(
-            "bud", "--isolation", "chroot", "--network", "host", "--layers=false",
+        # `make image`, as a user runs it, with the storage of this test and the local bases.
+        flags = (
             # The machine's CA bundle for pip, mounted for the build only (PIP_CERT is a builder ARG).
-            "--volume", f"{ca_bundle}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt",
-            "--build-arg", "BUILDER_IMAGE=localhost/base-builder:image-test",
-            "--build-arg", "RUNTIME_IMAGE=localhost/base-runtime:image-test",
-            "--tag", NAME, str(ROOT),
-        )  # fmt: skip
+            f"--layers=false --volume {ca_bundle}:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt"
+        )
+        make = [
+            "make", "--no-print-directory", "image", f"IMAGE={NAME}", f"BUILDAH={shlex.join(tool.command())}",
+            "BUILDER_IMAGE=localhost/base-builder:image-test", "RUNTIME_IMAGE=localhost/base-runtime:image-test",
+            f"IMAGE_FLAGS={flags}",
+        ]  # fmt: skip
+        built = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+        assert built.returncode == 0, f"make image exited {built.returncode}:\n{built.stderr[-6000:]}"
         yield tool
     finally:
         subprocess.run(tool.command("rm", "--all"), capture_output=True, check=False)
