@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 IMAGE ?= ecr-pullthrough:dev
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 
-.PHONY: help venv lint controlplane node-bed image-bed test test-unit test-e2e test-node test-image demo bench lock image push sbom chart-docs clean
+.PHONY: help venv lint controlplane node-bed image-bed test test-unit test-e2e test-node test-image demo bench lock image image-local push sbom chart-docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## Create the virtualenv with the package and its dev tools
 
-lint: venv ## ruff, mypy (strict), the import-layer contract, hadolint, shellcheck
+lint: venv ## ruff, mypy (strict), the import-layer contract, hadolint, shellcheck, actionlint
 	$(BIN)/ruff check webhook tests
 	$(BIN)/ruff format --check webhook tests
 	$(BIN)/mypy
@@ -99,6 +99,15 @@ endif
 
 image: ## Build the container image IMAGE (default ecr-pullthrough:dev) with buildah; ENGINE=docker for Docker
 	$(IMAGE_BUILD) $(BASE_ARGS) $(IMAGE_FLAGS) --tag $(IMAGE) .
+
+# The image test's way, and a build that needs no registry at all: Debian 12 bases made locally with
+# debootstrap (cached under ~/.cache/ecr-pullthrough/image-base/), this machine's CA bundle given to pip.
+HOST_CA ?= /etc/ssl/certs/ca-certificates.crt
+image-local: image-bed ## Build IMAGE on local Debian 12 bases (debootstrap; buildah as root), no registry pulled
+	@set -e; bases=$$($(PYTHON) tests/image/base.py --import '$(BUILDAH)'); echo "$$bases"; \
+	$(MAKE) --no-print-directory image ENGINE=buildah BUILDAH='$(BUILDAH)' IMAGE='$(IMAGE)' \
+		BUILDER_IMAGE=$$(echo "$$bases" | sed -n 1p) RUNTIME_IMAGE=$$(echo "$$bases" | sed -n 2p) \
+		IMAGE_FLAGS="--layers=false --volume $(HOST_CA):/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt $(IMAGE_FLAGS)"
 
 push: image ## Build and push IMAGE=<registry>/<repository>:<tag> (log in first: buildah login / docker login)
 	$(IMAGE_PUSH)

@@ -18,7 +18,12 @@ this file changes what goes in):
 
 A cold build takes about two minutes (debootstrap downloads ~40 MB of packages); needs root.
 
-Usage: python tests/image/base.py   (standard library only; prints the two tarballs' paths)
+`--import` also makes them images in buildah's storage (`make image-local` builds on them):
+
+    localhost/ecr-pullthrough-base:builder-<suite>-<BASE_VERSION>
+    localhost/ecr-pullthrough-base:runtime-<suite>-<BASE_VERSION>
+
+Usage: python tests/image/base.py [--import [BUILDAH COMMAND]]   (standard library only; prints the paths or images)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import fcntl
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -208,11 +214,37 @@ def build() -> tuple[Path, Path]:
     return builder, runtime
 
 
-def main() -> int:
+def image_names() -> tuple[str, str]:
+    tag = f"{SUITE}-{BASE_VERSION}"
+    return f"localhost/ecr-pullthrough-base:builder-{tag}", f"localhost/ecr-pullthrough-base:runtime-{tag}"
+
+
+def import_images(buildah: list[str]) -> tuple[str, str]:
+    """Both bases as one-layer images (`FROM scratch` + `ADD rootfs.tar /`) in `buildah`'s storage, unless there."""
+    names = image_names()
+    for tarball, name in zip(build(), names, strict=True):
+        present = subprocess.run([*buildah, "inspect", "--type", "image", name], capture_output=True, check=False)
+        if present.returncode == 0:
+            continue
+        container = _run([*buildah, "from", "scratch"]).strip()
+        try:
+            _run([*buildah, "add", container, str(tarball), "/"])
+            _run([*buildah, "commit", "--quiet", container, name])
+        finally:
+            subprocess.run([*buildah, "rm", container], capture_output=True, check=False)
+    return names
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--import"]:
+        buildah = shlex.split(" ".join(argv[1:])) or ["buildah"]
+        for name in import_images(buildah):
+            print(name)
+        return 0
     for path in build():
         print(path)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

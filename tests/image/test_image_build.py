@@ -82,36 +82,18 @@ def require_tools() -> None:
         pytest.skip(message)
 
 
-def import_base(buildah: Buildah, tarball: Path, name: str) -> None:
-    """A one-layer image of `tarball`, as `FROM scratch` + `ADD tarball /` would make it."""
-    container = buildah("from", "scratch")
-    buildah("add", container, str(tarball), "/")
-    buildah("commit", "--quiet", container, name)
-    buildah("rm", container)
-
-
 @pytest.fixture(scope="module")
 def buildah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Buildah]:
     """The image built from this checkout's Dockerfile, in a storage of its own removed afterwards."""
     require_tools()
-    builder, runtime = base.build()
     tool = Buildah(tmp_path_factory.mktemp("buildah"))
     try:
-        import_base(tool, builder, "localhost/base-builder:image-test")
-        import_base(tool, runtime, "localhost/base-runtime:image-test")
-        ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
-        # `make image`, as a user runs it, with the storage of this test and the local bases.
-        flags = (
-            # The machine's CA bundle for pip, mounted for the build only (PIP_CERT is a builder ARG).
-            f"--layers=false --volume {ca_bundle}:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt"
-        )
-        make = [
-            "make", "--no-print-directory", "image", f"IMAGE={NAME}", f"BUILDAH={shlex.join(tool.command())}",
-            "BUILDER_IMAGE=localhost/base-builder:image-test", "RUNTIME_IMAGE=localhost/base-runtime:image-test",
-            f"IMAGE_FLAGS={flags}",
-        ]  # fmt: skip
+        # `make image-local`, as a user runs it: the local bases imported, then `make image` on them,
+        # with the storage of this test.
+        make = ["make", "--no-print-directory", "image-local", f"IMAGE={NAME}", f"BUILDAH={shlex.join(tool.command())}"]
         built = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-        assert built.returncode == 0, f"make image exited {built.returncode}:\n{built.stderr[-6000:]}"
+        assert built.returncode == 0, f"make image-local exited {built.returncode}:\n{built.stderr[-6000:]}"
+        assert set(base.image_names()) <= set(built.stdout.split())
         yield tool
     finally:
         subprocess.run(tool.command("rm", "--all"), capture_output=True, check=False)
