@@ -53,7 +53,7 @@ test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver o
 test-node: venv controlplane node-bed ## Pods pulled through an ECR stand-in by a real kubelet, in a private namespace (root)
 	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node
 
-test-image: venv image-bed ## Build the image with buildah on local Debian bases and run it (root; ~1 min warm, ~2 cold)
+test-image: venv image-bed ## Build the image with buildah on local Debian bases and run it (root; ~1.5 min warm, ~2.5 cold)
 	$(BIN)/pytest -p no:cacheprovider -m image tests/image
 
 demo: venv ## Run the webhook locally on a throwaway certificate and show a sample pod rewritten
