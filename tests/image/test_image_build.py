@@ -139,24 +139,23 @@ def test_the_entrypoint_prints_its_usage(buildah: Buildah, container: str) -> No
     assert imported == "ok"
 
 
-def test_the_webhook_answers_healthz_over_ipv4_and_ipv6(buildah: Buildah, container: str, tmp_path: Path) -> None:
+def tls_folder(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A serving certificate and key readable by the image's user, and a client context trusting its CA."""
     tls = tmp_path / "tls"
     tls.mkdir()
     ca, _, key = serving_pair(tls)
-    # The image's user (65532) reads the key through the mount; only this throwaway test key.
+    # The image's user (65532) reads the key; only this throwaway test key.
     key.chmod(0o644)
     tls.chmod(0o755)
-    port = free_port()
-    command = buildah.command(
-        "run", "--isolation", "chroot", "--volume", f"{tls}:/tls:ro", container, "--",
-        "ecr-pullthrough", "webhook", "--registry", REGISTRY, "--host", "::", "--port", str(port),
-        "--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key", "--require-verified-upstreams=false",
-    )  # fmt: skip
-    log = tmp_path / "webhook.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     context.check_hostname = False  # the test certificate names 127.0.0.1 only; the CA is what is checked
+    return tls, context
+
+
+def probe_webhook(command: list[str], port: int, context: ssl.SSLContext, log: Path) -> str:
+    """Start `command`, wait for /healthz on IPv4 (and IPv6 where there is a loopback), stop it; its log."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
     def healthz(host: str) -> str | None:
         if process.poll() is not None:
@@ -175,7 +174,64 @@ def test_the_webhook_answers_healthz_over_ipv4_and_ipv6(buildah: Buildah, contai
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert "webhook starting" in log.read_text()
+    text = log.read_text()
+    assert "webhook starting" in text
+    return text
+
+
+WEBHOOK_ARGS = ("webhook", "--registry", REGISTRY, "--host", "::", "--require-verified-upstreams=false")
+
+
+def test_the_webhook_answers_healthz_over_ipv4_and_ipv6(buildah: Buildah, container: str, tmp_path: Path) -> None:
+    tls, context = tls_folder(tmp_path)
+    port = free_port()
+    command = buildah.command(
+        "run", "--isolation", "chroot", "--volume", f"{tls}:/tls:ro", container, "--",
+        "ecr-pullthrough", *WEBHOOK_ARGS, "--port", str(port),
+        "--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key",
+    )  # fmt: skip
+    probe_webhook(command, port, context, tmp_path / "webhook.log")
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux's unshare")
+def test_the_webhook_runs_on_a_read_only_root_as_the_chart_runs_it(
+    buildah: Buildah, rootfs: Path, tmp_path: Path
+) -> None:
+    """The chart's securityContext: uid 65532, readOnlyRootFilesystem, an emptyDir at /tmp; nothing else."""
+    tls, context = tls_folder(tmp_path)
+    port = free_port()
+    config = image_config(buildah)
+    environment = list(config["Env"])  # type: ignore[call-overload]
+    entrypoint = [*config["Entrypoint"], *WEBHOOK_ARGS]  # type: ignore[misc]
+    entrypoint += ["--port", str(port), "--tls-cert", "/tmp/tls.crt", "--tls-key", "/tmp/tls.key"]
+    # A private mount namespace: the image's root bound read-only onto itself, a tmpfs on its /tmp
+    # (the emptyDir) holding the certificate, then chroot as 65532 with the image's environment only.
+    script = (
+        'set -e; root="$1"; tls="$2"; shift 2; '
+        'mount --bind "$root" "$root"; mount -o remount,bind,ro "$root"; '
+        'mount -t tmpfs -o size=16m tmpfs "$root/tmp"; cp "$tls/tls.crt" "$tls/tls.key" "$root/tmp/"; '
+        'exec chroot --userspec=65532:65532 "$root" "$@"'
+    )
+    namespace = ["unshare", "--mount", "--propagation", "private", "--fork"]
+    command = [*namespace, "sh", "-c", script, "sh", str(rootfs), str(tls)]
+    # The image has no `env`: its own Python replaces the environment with the image's and execs the entrypoint.
+    command += ["/opt/venv/bin/python", "-c", runner(environment), *entrypoint]
+    text = probe_webhook(command, port, context, tmp_path / "webhook.log")
+    assert "Read-only file system" not in text
+    assert list((rootfs / "tmp").iterdir()) == [], "the tmpfs was private to the namespace"
+
+
+def runner(environment: list[str]) -> str:
+    """Python code that checks the root is read-only, then execs argv[1:] with exactly the image's environment."""
+    return (
+        "import errno, os, sys\n"
+        # Proof that the root is read-only before anything runs: the venv cannot be written.
+        "try:\n    open('/opt/venv/written', 'w')\n"
+        "except OSError as error:\n    assert error.errno == errno.EROFS, error\n"
+        "else:\n    sys.exit('the root filesystem is writable')\n"
+        f"env = dict(e.split('=', 1) for e in {environment!r})\n"
+        "os.execvpe(sys.argv[1], sys.argv[1:], env)\n"
+    )
 
 
 def has_ipv6_loopback() -> bool:
