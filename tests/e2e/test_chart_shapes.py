@@ -7,11 +7,13 @@ PodDisruptionBudget), and nothing is stored, so no controller-manager is needed.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
@@ -95,6 +97,17 @@ def test_custom_cni_runs_the_webhook_on_the_node_network_one_per_node(control_pl
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     controller = pod(answers, "controller")
     assert not controller.get("hostNetwork"), "only the webhook must be reachable from the control plane"
+
+
+def test_custom_cni_yields_to_the_users_update_strategy(helm: Path) -> None:
+    values = CHART / "ci" / "custom-cni-values.yaml"
+    command = [str(helm), "template", "ecr-pullthrough", str(CHART), "--values", str(values)]
+    command += ["--set", "webhook.updateStrategy.type=Recreate", "--show-only", "templates/webhook-deployment.yaml"]
+    rendered = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    [deployment] = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # PyYAML keeps the last of duplicate keys: count them in the text.
+    assert rendered.split("kind: Deployment", 1)[1].split("\n---", 1)[0].count("\n  strategy:") == 1
 
 
 def test_custom_cni_keeps_the_users_affinity(control_plane: ControlPlane, helm: Path) -> None:
