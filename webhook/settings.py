@@ -100,6 +100,12 @@ class CommonSettings(BaseSettings):
     mode: Literal["enforce", "audit"] = Field(
         "enforce", description="enforce rewrites; audit only records what it would rewrite"
     )
+    pull_secret_mode: Literal["secret", "node-role"] = Field(
+        "secret",
+        description="secret: the controller keeps a pull secret in every namespace and the webhook adds it to "
+        "pods; node-role: the nodes pull through the cache with their own role (the kubelet's ECR credential "
+        "provider), so no Secret is written and pods get none",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     _split_lists = field_validator("exclude_namespaces", "exclude_images", mode="before")(_split_list)
@@ -311,6 +317,12 @@ class ControllerSettings(CommonSettings):
         False,
         description="let boto3 fall back to the node's instance role through IMDS when IRSA or Pod Identity "
         "gives no credentials (off: a mis-bound role fails loudly instead of spreading the node role's token)",
+    )
+    node_role_credentials: Literal["instance-metadata", "mirrored-role"] = Field(
+        "instance-metadata",
+        description="--pull-secret-mode node-role only: verify as the node role itself, from the instance "
+        "metadata service (no IRSA or Pod Identity may be bound), or as a role of ours that mirrors the node "
+        "role's ECR permissions (IRSA or Pod Identity; see the README for what that does not prove)",
     )
     workers: int = Field(4, ge=1, le=64, description="namespaces reconciled in parallel")
     api_qps: float = Field(20, gt=0, description="client-side limit on Kubernetes API writes per second")
