@@ -281,6 +281,45 @@ class ScanSettings(CommonSettings):
     output: Literal["text", "json"] = Field("text", description="a table per namespace, or JSON for scripts")
 
 
+class RemovePullSecretsSettings(BaseSettings):
+    """`ecr-pullthrough remove-pull-secrets`: after a switch to `--pull-secret-mode node-role`, remove this
+    installation's pull Secrets from every namespace (lists them unless --delete)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        cli_kebab_case=True,
+        cli_avoid_json=True,
+        cli_hide_none_type=True,
+        cli_implicit_flags=True,
+        validate_default=True,
+    )
+
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
+    )
+    secret_name: str = Field("ecr-pullthrough", description="the pull Secret's name (the chart's secretName)")
+    instance: str = Field(
+        description="the installation whose Secrets to remove: the label ecr-pullthrough/instance, "
+        "<release namespace>.<release name> for the chart"
+    )
+    delete: bool = Field(False, description="delete them; without it, only list what would be deleted")
+
+    @field_validator("secret_name")
+    @classmethod
+    def _check_secret_name(cls, value: str) -> str:
+        if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+            raise ValueError("a Secret name is a lowercase DNS subdomain, e.g. ecr-pullthrough")
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str) -> str:
+        if not LABEL_VALUE.match(value):
+            raise ValueError("a label value: at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends")
+        return value
+
+
 class ControllerSettings(CommonSettings):
     """`ecr-pullthrough controller`: keeps a fresh ECR pull secret in every namespace."""
 
