@@ -301,6 +301,8 @@ class Controller:
             namespace = self.queue.get(timeout=1)
             if namespace is None:
                 continue
+            # Counts for the first pass only if it ran with a token (the token is held before the pass starts).
+            with_token = self.keeper.token is not None
             try:
                 retry = self.reconcile(namespace)
             except Exception:
@@ -308,7 +310,7 @@ class Controller:
                 retry = self._retry_after_failure(namespace)
             finally:
                 self.queue.done(namespace)
-            if retry != CONFLICT_RETRY_SECONDS:  # a conflict is looked at again at once
+            if with_token and retry != CONFLICT_RETRY_SECONDS:  # a conflict is looked at again at once
                 self._attempted(namespace)
             if retry is not None:
                 self.queue.add(namespace, NORMAL, delay=retry)
