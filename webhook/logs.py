@@ -46,6 +46,12 @@ QUIET = ("botocore", "boto3", "s3transfer", "urllib3", "kubernetes")
 
 def configure(level: str) -> None:
     """Send every logger's records to stderr as JSON lines (uvicorn's included); `level` applies to ours only."""
+    # The lines carry none of the caller's file and line, thread or process: do not compute them
+    # for every record (the logging HOWTO's "Optimization" section; the webhook logs every admission).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     ours = logging.getLevelNamesMapping()[level.upper()]

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webhook.core.images import DOCKER_HUB, DOCKER_HUB_ALIASES
+from webhook.core.pull_outcomes import Thresholds
 from webhook.core.rewrite import ECR_HOST, DigestPolicy, RewriteRules
 from webhook.core.selectors import parse_selector
 
@@ -390,8 +391,39 @@ class ControllerSettings(CommonSettings):
         description="upstream host -> repository:tag pulled (manifest only) through the cache to verify it, "
         "e.g. ghcr.io=org/small-image:1",
     )
+    pull_guard: bool = Field(
+        True,
+        description="watch the kubelets' pull Events and mark an upstream degraded (not rewritten) while "
+        "pulls through the cache fail (needs --upstream-status-configmap)",
+    )
+    pull_guard_window_seconds: float = Field(600, gt=0, description="the pull-outcome guard's sliding window")
+    pull_guard_min_failures: int = Field(5, ge=1, description="failed pulls within the window before degrading")
+    pull_guard_min_images: int = Field(
+        2, ge=1, description="distinct failing images within the window before degrading (one bad image is not enough)"
+    )
+    pull_guard_min_pods: int = Field(3, ge=1, description="distinct pods with a failed pull within the window")
+    pull_guard_failure_ratio: float = Field(
+        0.5, gt=0, le=1, description="failed share of the window's pulls through the cache before degrading"
+    )
+    pull_guard_quiet_seconds: float = Field(
+        300, gt=0, description="a degraded upstream recovers after this long without a failed pull"
+    )
+    pull_guard_trial_one_in: int = Field(
+        10, ge=1, description="while degraded, still rewrite one pod in this many (so recovery can show)"
+    )
     http_host: str = Field("127.0.0.1", description="address of /healthz, /readyz, /metrics (the chart sets 0.0.0.0)")
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")
+
+    def pull_guard_thresholds(self) -> Thresholds:
+        return Thresholds(
+            window_seconds=self.pull_guard_window_seconds,
+            min_failures=self.pull_guard_min_failures,
+            min_images=self.pull_guard_min_images,
+            min_pods=self.pull_guard_min_pods,
+            failure_ratio=self.pull_guard_failure_ratio,
+            quiet_seconds=self.pull_guard_quiet_seconds,
+            trial_one_in=self.pull_guard_trial_one_in,
+        )
 
     _split_probe_images = field_validator("probe_images", mode="before")(_split_map)
 

@@ -270,11 +270,22 @@ def _server(kind: str, folder: Path, pythonpath: str | None) -> Iterator[tuple[s
         stop_process(process)
 
 
-def _load(port: int, folder: Path, body: Path, concurrency: int, seconds: float) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tests.bench.load", str(port), str(folder / "ca.crt"), str(body)]
-    command += [str(concurrency), str(seconds)]
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+def _load(port: int, body: Path, expect: Path, concurrency: int, seconds: float, *, echo: bool) -> dict[str, Any]:
+    """The Go load generator (tests/controlplane/wrappers/loadgen), pinned to core 1."""
+    from tests.controlplane import build
+
+    command = [str(build.build("loadgen")), f"-url=https://127.0.0.1:{port}/mutate", f"-ca={body.parent / 'ca.crt'}"]
+    command += [f"-body={body}", f"-expect={expect}", f"-concurrency={concurrency}", f"-seconds={seconds}"]
+    command += [f"-echo={str(echo).lower()}"]
     done = subprocess.run([*_pinned(1), *command], capture_output=True, check=True, text=True)
-    return dict(json.loads(done.stdout))
+    measured = dict(json.loads(done.stdout))
+    for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "generator_cpu_seconds"):
+        measured[key] = round(measured[key], 3)
+    measured["requests_per_second"] = round(measured["requests_per_second"])
+    return measured
 
 
 def bench_against_bare(seconds: float, long_seconds: float, webhook_pythonpath: str | None) -> dict[str, Any]:
@@ -297,24 +308,30 @@ def bench_against_bare(seconds: float, long_seconds: float, webhook_pythonpath: 
         rules = RewriteRules(registry=REGISTRY)
         for containers in (1, 10):
             review_ = pod_review(containers)
-            body = Path(hook_folder) / f"review-{containers}.json"
-            body.write_bytes(json.dumps(review_).encode())
-            answer = httpx.post(
-                f"https://127.0.0.1:{hook_port}/mutate",
-                content=body.read_bytes(),
-                headers={"Content-Type": "application/json"},
-                verify=ssl.create_default_context(cafile=str(Path(hook_folder) / "ca.crt")),
-            )
-            check_answer(review_, answer.json(), rules, "ecr-pullthrough")
+            review_["request"]["uid"] = PLACEHOLDER_UID
+            bodies = {}
+            for name, port, folder in (("bare", bare_port, bare_folder), ("webhook", hook_port, hook_folder)):
+                body = bodies[name] = Path(folder) / f"review-{containers}.json"
+                body.write_bytes(json.dumps(review_).encode())
+                answer = httpx.post(
+                    f"https://127.0.0.1:{port}/mutate",
+                    content=body.read_bytes(),
+                    headers={"Content-Type": "application/json"},
+                    verify=ssl.create_default_context(cafile=str(Path(folder) / "ca.crt")),
+                )
+                if name == "webhook":  # the answer every request is held to: its patch is decide()'s
+                    check_answer(review_, answer.json(), rules, "ecr-pullthrough")
+                (Path(folder) / f"answer-{containers}.json").write_bytes(answer.content)
             for concurrency in (1, 8, 32):
-                row: dict[str, Any] = {"containers": containers, "body_bytes": len(body.read_bytes())}
+                row: dict[str, Any] = {"containers": containers, "body_bytes": len(bodies["webhook"].read_bytes())}
                 row["concurrency"] = concurrency
                 for name, process, port, folder in (
                     ("bare", bare, bare_port, bare_folder),
                     ("webhook", hook, hook_port, hook_folder),
                 ):
                     cpu = _cpu_seconds(process.pid)
-                    measured = _load(port, Path(folder), body, concurrency, seconds)
+                    expect = Path(folder) / f"answer-{containers}.json"
+                    measured = _load(port, bodies[name], expect, concurrency, seconds, echo=name == "webhook")
                     measured["server_cpu_us_per_request"] = round(
                         (_cpu_seconds(process.pid) - cpu) / max(1, measured["requests"]) * 1e6
                     )
@@ -324,11 +341,12 @@ def bench_against_bare(seconds: float, long_seconds: float, webhook_pythonpath: 
                 )
                 results["runs"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-        body = Path(hook_folder) / "review-10.json"
+        body, expect = Path(hook_folder) / "review-10.json", Path(hook_folder) / "answer-10.json"
         rss_before = rss_bytes(hook.pid)
-        long_run = _load(hook_port, Path(hook_folder), body, 8, long_seconds)
+        long_run = _load(hook_port, body, expect, 8, long_seconds, echo=True)
         results["rss"] = {
             "admissions_in_long_run": long_run["requests"],
+            "long_run_errors": long_run["errors"],
             "long_run_seconds": long_seconds,
             "before_long_run_mib": round(rss_before / 2**20, 1),
             "after_long_run_mib": round(rss_bytes(hook.pid) / 2**20, 1),
@@ -533,7 +551,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "decide": bench_decide(),
         "decide_worst_image": bench_worst_image(),
-        "handler": [bench_handler(3), bench_handler(50)],
+        "handler": [bench_handler(3), bench_handler(10), bench_handler(50)],
         "webhook_over_tls": bench_webhook(options.requests, options.concurrency),
         "webhook_vs_bare": bench_against_bare(options.seconds, options.long_seconds, options.webhook_pythonpath),
     }

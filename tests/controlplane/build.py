@@ -45,6 +45,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "crane": ("github.com/google/go-containerregistry", "github.com/google/go-containerregistry/cmd/crane"),
     # Not control plane: the differential test's oracle for image references (our own main package).
     "reference-oracle": ("github.com/distribution/reference", "."),
+    # Not control plane: the load generator of `make bench` (our own main package, standard library only).
+    "loadgen": ("", "."),
 }
 ENVTEST_COMPONENTS = ("etcd", "kube-apiserver")
 # Built from k8s.io/kubernetes: staging replaces and version ldflags.
@@ -53,6 +55,8 @@ KUBERNETES_COMPONENTS = ("kube-apiserver", "kubelet")
 
 def pinned_version(name: str) -> str:
     module, _ = COMPONENTS[name]
+    if not module:  # standard library only: the Go toolchain is its version
+        return "stdlib"
     text = (WRAPPERS / name / "go.mod").read_text()
     match = re.search(rf"^require {re.escape(module)} (v\S+)$", text, re.MULTILINE)
     if match is None:

@@ -17,6 +17,7 @@ from typing import Any
 from webhook.admission import review
 from webhook.admission.metrics import WebhookMetrics
 from webhook.core.mutate import EPHEMERAL_SUBRESOURCE, Mutation, PodPolicy, mutate_pod
+from webhook.core.pull_outcomes import trial_upstreams
 from webhook.core.rewrite import DecisionCache
 from webhook.core.upstream_status import Verification
 
@@ -83,30 +84,40 @@ class AdmissionHandler:
             )
             return review.allowed(request.uid)
 
+        verified = self.verification() if self.verification else None
+        if verified is not None and verified.trial:
+            # A degraded upstream still gets one pod in N (chosen by the request's uid): its pulls
+            # are how the controller sees the cache work again.
+            verified = verified.with_trial(trial_upstreams(verified.trial, request.uid))
         mutation = mutate_pod(
             request.object,
             self.policy,
             namespace=request.namespace,
             sub_resource=request.sub_resource,
             old_pod=request.old_object,
-            verified=self.verification() if self.verification else None,
+            verified=verified,
             cache=self.cache,
         )
         outcome = "skipped" if mutation.skipped else "patched" if mutation.patch else "unchanged"
         self.metrics.admissions.labels(outcome).inc()
+        # One increment per reason, not per container: each takes the counter's lock.
+        reasons: dict[str, int] = {}
         for item in mutation.containers:
-            self._count_image(item.decision.reason.value, mutation.mode)
+            reason = item.decision.reason.value
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():
+            self._count_images(reason, mutation.mode, count)
         if log.isEnabledFor(logging.INFO):
             fields["outcome"] = outcome
             fields.update(describe(mutation))
             log.info("admission", extra={"fields": fields})
         return review.patched(request.uid, mutation.patch)
 
-    def _count_image(self, reason: str, mode: str) -> None:
+    def _count_images(self, reason: str, mode: str, count: int) -> None:
         counter = self._image_counters.get((reason, mode))
         if counter is None:
             counter = self._image_counters[(reason, mode)] = self.metrics.images.labels(reason, mode)
-        counter.inc()
+        counter.inc(count)
 
 
 def describe(mutation: Mutation) -> dict[str, Any]:

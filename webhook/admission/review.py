@@ -2,19 +2,31 @@
 
 Only the envelope is typed; the pod stays a dict, so fields this code does not
 know pass through untouched. Pure: no I/O.
+
+Decoding is most of a review's cost: kube-apiserver sends the whole pod (env, probes,
+mounts, managedFields: 3-4 KB per container), and the decision reads a few hundred bytes
+of it. So a review is decoded in one pass into the typed envelope plus a *view* of the
+pod that holds only what `mutate_pod` reads (see `PodView`); msgspec skips every other
+field without building it, about six times faster than decoding the whole body. A pod
+whose shape the view does not fit (a field of the wrong JSON type on the way to an image)
+is decoded again in full, so `mutate_pod` sees exactly what it would have seen and
+decides it the same way; a test proves the two paths agree on every pod it generates.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import UNSET, UnsetType
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
+
+ObjectT = TypeVar("ObjectT")
 
 
 class BadReviewError(ValueError):
@@ -26,74 +38,134 @@ class BadReviewError(ValueError):
         self.uid = uid
 
 
-class GroupVersionKind(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class GroupVersionKind(msgspec.Struct, frozen=True):
     group: str = ""
     version: str = ""
     kind: str = ""
 
 
-class GroupVersionResource(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class GroupVersionResource(msgspec.Struct, frozen=True):
     group: str = ""
     version: str = ""
     resource: str = ""
 
 
-class UserInfo(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class UserInfo(msgspec.Struct, frozen=True):
     username: str = ""
 
 
-class AdmissionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class Request(msgspec.Struct, Generic[ObjectT], frozen=True, kw_only=True):
+    """`request` of an AdmissionReview; `object` is the pod (or its view, while decoding)."""
 
-    uid: str = Field(min_length=1)
-    kind: GroupVersionKind = Field(default_factory=GroupVersionKind)
-    resource: GroupVersionResource = Field(default_factory=GroupVersionResource)
-    sub_resource: str = Field("", alias="subResource")
+    uid: Annotated[str, msgspec.Meta(min_length=1)]
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    kind: GroupVersionKind = GroupVersionKind()
+    resource: GroupVersionResource = GroupVersionResource()
+    sub_resource: str = msgspec.field(default="", name="subResource")
     name: str = ""
     namespace: str = ""
-    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
-    user_info: UserInfo = Field(default_factory=UserInfo, alias="userInfo")
-    object: dict[str, Any] | None = None
-    old_object: dict[str, Any] | None = Field(None, alias="oldObject")
-    dry_run: bool = Field(False, alias="dryRun")
+    user_info: UserInfo = msgspec.field(default=UserInfo(), name="userInfo")
+    object: ObjectT | None = None
+    old_object: ObjectT | None = msgspec.field(default=None, name="oldObject")
+    dry_run: bool = msgspec.field(default=False, name="dryRun")
 
     @property
     def is_pod(self) -> bool:
         return self.kind.group == "" and self.kind.kind == "Pod" and self.resource.resource == "pods"
 
 
-class AdmissionReview(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+AdmissionRequest = Request[dict[str, Any]]
 
-    api_version: Literal["admission.k8s.io/v1"] = Field(alias="apiVersion")
+
+class Review(msgspec.Struct, Generic[ObjectT], frozen=True):
+    api_version: Literal["admission.k8s.io/v1"] = msgspec.field(name="apiVersion")
     kind: Literal["AdmissionReview"]
-    request: AdmissionRequest
+    request: Request[ObjectT]
+
+
+# The view of a pod: every member `mutate_pod` (and the handler's log line) reads, and no
+# other. UNSET marks a member the pod does not have, which `to_builtins` leaves out, so the
+# view converts to the same dict as the full pod restricted to these members. A member
+# typed `Any` is kept whole, whatever its JSON type; a container list or container of
+# another type fails the view, and the pod is decoded in full.
+class ContainerView(msgspec.Struct, frozen=True):
+    name: Any = UNSET
+    image: Any = UNSET
+
+
+Containers = list[ContainerView] | UnsetType | None
+
+
+class SpecView(msgspec.Struct, frozen=True):
+    init_containers: Containers = msgspec.field(default=UNSET, name="initContainers")
+    containers: Containers = UNSET
+    ephemeral_containers: Containers = msgspec.field(default=UNSET, name="ephemeralContainers")
+    image_pull_secrets: Any = msgspec.field(default=UNSET, name="imagePullSecrets")
+
+
+class MetadataView(msgspec.Struct, frozen=True):
+    name: Any = UNSET
+    generate_name: Any = msgspec.field(default=UNSET, name="generateName")
+    annotations: Any = UNSET
+    labels: Any = UNSET
+
+
+class PodView(msgspec.Struct, frozen=True):
+    metadata: MetadataView | UnsetType | None = UNSET
+    spec: SpecView | UnsetType | None = UNSET
+
+
+_VIEW = msgspec.json.Decoder(Review[PodView])
+_FULL = msgspec.json.Decoder(Review[dict[str, Any]])
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
-    """Decode and check one AdmissionReview; raise BadReviewError with a reason a human can act on."""
-    # orjson: about ten times faster than `json` on a 40 KB review. It refuses what kube-apiserver
-    # (Go's encoding/json) never sends: invalid UTF-8, lone surrogates, nesting past 1,024 levels.
+    """Decode and check one AdmissionReview; raise BadReviewError with a reason a human can act on.
+
+    The returned request's `object` and `old_object` hold what `mutate_pod` reads of the pod
+    (all of it, for a pod the view does not fit). Bytes in members the view skips are not
+    validated: kube-apiserver (Go's encoding/json) never sends invalid ones.
+    """
+    try:
+        view = _VIEW.decode(body).request
+    except msgspec.ValidationError:
+        return parse_in_full(body)
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise BadReviewError(f"body is not JSON: {error}") from None
+    # The same request with the views as dicts: `to_builtins` leaves out the members a pod lacks.
+    return msgspec.structs.replace(
+        view,  # type: ignore[arg-type]
+        object=_as_dict(view.object),
+        old_object=_as_dict(view.old_object),
+    )
+
+
+def _as_dict(view: PodView | None) -> dict[str, Any] | None:
+    return None if view is None else msgspec.to_builtins(view)
+
+
+def parse_in_full(body: bytes) -> AdmissionRequest:
+    """Decode the whole body: the pods the view does not fit, and the reason a review is refused."""
+    try:
+        return _FULL.decode(body).request
+    except msgspec.ValidationError as error:
+        if not body.lstrip().startswith(b"{"):
+            raise BadReviewError("body is not a JSON object") from None
+        problem = str(error).replace("`$.", "`").replace(" - at `$`", "")
+        raise BadReviewError(f"not an {API_VERSION} AdmissionReview: {problem}", uid=_uid(body)) from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise BadReviewError(f"body is not JSON: {error}") from None
+
+
+def _uid(body: bytes) -> str:
+    """The request's uid of a body that is JSON but not a valid review, to echo in the answer."""
     try:
         document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise BadReviewError(f"body is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise BadReviewError("body is not a JSON object")
-    request = document.get("request")
-    uid = request.get("uid", "") if isinstance(request, dict) else ""
-    try:
-        return AdmissionReview.model_validate(document).request
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
-        )
-        raise BadReviewError(
-            f"not an {API_VERSION} AdmissionReview: {problems}", uid=uid if isinstance(uid, str) else ""
-        ) from None
+    except orjson.JSONDecodeError:
+        return ""
+    request = document.get("request") if isinstance(document, dict) else None
+    uid = request.get("uid") if isinstance(request, dict) else None
+    return uid if isinstance(uid, str) else ""
 
 
 def pod_review(pod: dict[str, Any], *, namespace: str, uid: str, operation: str = "CREATE") -> dict[str, Any]:

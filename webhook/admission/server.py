@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from webhook import logs
 from webhook.admission import review
@@ -37,22 +39,79 @@ log = logging.getLogger("ecr_pullthrough.webhook")
 OFF_LOOP_BODY_BYTES = 64 * 1024
 
 
-class BodyTooLargeError(Exception):
-    pass
+JSON = b"application/json"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
+class MutateEndpoint:
+    """POST /mutate as a plain ASGI app, mounted in the FastAPI app.
+
+    FastAPI's request machinery (the Request object, dependency solving, the Response
+    classes) cost more per review than deciding the pod; here the body is read straight
+    from `receive` and the answer sent as two messages.
+    """
+
+    def __init__(self, handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int) -> None:
+        self.handler = handler
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self._bad_request = metrics.admissions.labels("bad_request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type, declared = b"", b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+        if content_type.split(b";")[0].strip().lower() != JSON:
+            self._bad_request.inc()
+            shown = content_type.decode("latin-1")
+            await _answer(send, 415, {"error": f"content type must be application/json, not {shown!r}"})
+            return
+        body = await self._read_body(receive, declared)
+        if body is None:
+            self._bad_request.inc()
+            log.warning("admission request too large", extra={"fields": {"limit": self.max_body_bytes}})
+            # Close: the rest of an oversized body is not worth reading (or waiting for) to keep the connection.
+            error = {"error": f"body larger than {self.max_body_bytes} bytes"}
+            await _answer(send, 413, error, close=True)
+            return
+        # Deciding a pod is CPU-only and takes well under a millisecond: no thread hop. A body large
+        # enough to take longer (its JSON decoding, thousands of containers) is decided on a worker
+        # thread, so the event loop keeps answering the small reviews queued behind it.
+        if len(body) > OFF_LOOP_BODY_BYTES:
+            answer = await asyncio.to_thread(self.handler.handle, body)
+        else:
+            answer = self.handler.handle(body)
+        await _answer(send, answer.status, answer.body)
+
+    async def _read_body(self, receive: Receive, declared: bytes) -> bytes | None:
+        """The whole body, or None past the limit (declared or sent)."""
+        limit = self.max_body_bytes
+        if declared.isdigit() and int(declared) > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away; nobody to answer
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _answer(send: Send, status: int, document: dict[str, Any], *, close: bool = False) -> None:
+    body = review.encode(document)
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @contextlib.asynccontextmanager
@@ -72,32 +131,17 @@ async def _freeze_heap(_: FastAPI) -> AsyncIterator[None]:
 
 def create_app(handler: AdmissionHandler, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
     app = FastAPI(
-        title="ecr-pullthrough webhook", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_freeze_heap
+        title="ecr-pullthrough webhook",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=_freeze_heap,
+        # We export Prometheus metrics, not OpenTelemetry: without this FastAPI asks the global
+        # tracer and meter providers on every request whether they are configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
-    @app.post("/mutate")
-    async def mutate(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            metrics.admissions.labels("bad_request").inc()
-            return JSONResponse({"error": f"content type must be application/json, not {content_type!r}"}, 415)
-        try:
-            body = await _read_body(request, max_body_bytes)
-        except BodyTooLargeError:
-            metrics.admissions.labels("bad_request").inc()
-            log.warning("admission request too large", extra={"fields": {"limit": max_body_bytes}})
-            # Close: the rest of an oversized body is not worth reading (or waiting for) to keep the connection.
-            return JSONResponse(
-                {"error": f"body larger than {max_body_bytes} bytes"}, 413, headers={"connection": "close"}
-            )
-        # Deciding a pod is CPU-only and takes well under a millisecond: no thread hop. A body large
-        # enough to take longer (its JSON decoding, thousands of containers) is decided on a worker
-        # thread, so the event loop keeps answering the small reviews queued behind it.
-        if len(body) > OFF_LOOP_BODY_BYTES:
-            answer = await asyncio.to_thread(handler.handle, body)
-        else:
-            answer = handler.handle(body)
-        return Response(review.encode(answer.body), answer.status, media_type="application/json")
+    app.router.routes.insert(0, Route("/mutate", MutateEndpoint(handler, metrics, max_body_bytes), methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

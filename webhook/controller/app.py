@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -24,6 +25,7 @@ from webhook.controller.kube import Backoff, RateLimiter, api_client
 from webhook.controller.leader import LeaseElector
 from webhook.controller.metrics import ControllerMetrics
 from webhook.controller.monitor import UpstreamMonitor
+from webhook.controller.pullguard import PullGuard
 from webhook.controller.secrets import Controller, SecretTarget
 from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.controller.webhookcerts import WebhookCertificates
@@ -145,6 +147,19 @@ def run(settings: ControllerSettings) -> int:
             pull_secret_mode=settings.pull_secret_mode,
             principal=_principal(settings),
         )
+        guard = None
+        if settings.pull_guard:
+            guard = PullGuard(
+                client.CoreV1Api(api),
+                target=settings.rewrite_rules().status_target(),
+                thresholds=settings.pull_guard_thresholds(),
+                registry=metrics.registry,
+                stop=controller.stop,
+                heartbeats=heartbeats,
+                changed=verify_now.set,
+            )
+            for name, loop in (("watch-events", guard.watch.run), ("pull-guard", guard.run)):
+                threading.Thread(target=heartbeats.guarded(name, loop, controller.stop), name=name, daemon=True).start()
         monitor = UpstreamMonitor(
             api,
             verifier,
@@ -156,6 +171,8 @@ def run(settings: ControllerSettings) -> int:
             heartbeats=heartbeats,
             token_problem=lambda: controller.token_error,
             waiting=controller.placing,
+            degradations=guard.degradations if guard else lambda _now: {},
+            trial_one_in=settings.pull_guard_trial_one_in,
         )
         problems.append(monitor.problems)
         on_step_down.append(monitor.leading_stopped)

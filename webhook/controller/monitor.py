@@ -9,10 +9,11 @@ at start, when asked, and every `interval` (sooner while an upstream fails).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -24,6 +25,7 @@ from webhook.controller.heartbeat import Heartbeats
 from webhook.controller.kube import REQUEST_TIMEOUT, Backoff, body, record_event
 from webhook.controller.secrets import COMPONENT
 from webhook.controller.upstreams import Verifier
+from webhook.core.pull_outcomes import Degraded
 from webhook.core.upstream_status import (
     DOCUMENT_KEY,
     HOLD_RETRY_SECONDS,
@@ -55,6 +57,8 @@ class UpstreamMonitor:
         heartbeats: Heartbeats | None = None,
         token_problem: Callable[[], str | None] = lambda: None,
         waiting: Callable[[], str | None] = lambda: None,
+        degradations: Callable[[datetime.datetime], Mapping[str, Degraded]] = lambda _now: {},
+        trial_one_in: int = 10,
     ) -> None:
         """`waiting` says what must happen before a verification may be published (None: nothing): in
         secret mode, a new leader's pull Secrets must be in place first."""
@@ -64,6 +68,7 @@ class UpstreamMonitor:
         self.due = due or threading.Event()  # set it to verify now
         self.heartbeats = heartbeats or Heartbeats()
         self.token_problem, self.waiting = token_problem, waiting
+        self.degradations, self.trial_one_in = degradations, trial_one_in
         self.last: StatusDocument | None = None
         self._is_leader: Callable[[], bool] = lambda: True  # set by run()
         self.verified = Gauge(
@@ -75,6 +80,12 @@ class UpstreamMonitor:
         self.held = Gauge(
             "ecr_pullthrough_upstream_held",
             "1 while a verified upstream is held through transient errors, else 0.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.degraded = Gauge(
+            "ecr_pullthrough_upstream_degraded",
+            "1 while real pulls through the cache fail past the pull-outcome guard's threshold, else 0.",
             ["upstream"],
             registry=registry,
         )
@@ -100,6 +111,9 @@ class UpstreamMonitor:
             elif s.held_since is not None:
                 since = s.held_since.isoformat(timespec="seconds")
                 found.append(f"upstream {s.upstream} held verified through transient errors since {since}: {s.reason}")
+            if s.degraded_since is not None:
+                since = s.degraded_since.isoformat(timespec="seconds")
+                found.append(f"upstream {s.upstream} degraded since {since}: {s.degraded_reason}")
         return found
 
     def leading_stopped(self) -> None:
@@ -107,6 +121,7 @@ class UpstreamMonitor:
         self.last = None
         self.verified.clear()
         self.held.clear()
+        self.degraded.clear()
         self.checked.set(0)
 
     def run(self, is_leader: Callable[[], bool], stop: threading.Event) -> None:
@@ -164,10 +179,15 @@ class UpstreamMonitor:
         current = self._read()
         previous = self.last or _document_in(current)
         before = {s.upstream: s for s in previous.upstreams} if previous else {}
+        degraded = self.degradations(now)
         document = StatusDocument(
             now,
             tuple(
-                advance(before.get(c.upstream), c, now, self.verifier.registry, self.verifier.pull_secret_mode)
+                _with_degradation(
+                    advance(before.get(c.upstream), c, now, self.verifier.registry, self.verifier.pull_secret_mode),
+                    degraded.get(c.upstream),
+                    self.trial_one_in,
+                )
                 for c in checks
             ),
         )
@@ -177,6 +197,7 @@ class UpstreamMonitor:
         for status in document.upstreams:
             self.verified.labels(status.upstream).set(1 if status.verified else 0)
             self.held.labels(status.upstream).set(1 if status.held_since is not None else 0)
+            self.degraded.labels(status.upstream).set(1 if status.degraded_since is not None else 0)
             old = before.get(status.upstream)
             if _news(old, status):
                 changed.append(status)
@@ -190,22 +211,18 @@ class UpstreamMonitor:
                             "reason": status.reason,
                             "kind": "transient" if status.held_since is not None else "definitive",
                         }
+                        | ({"degraded": status.degraded_reason} if status.degraded_since is not None else {})
                     },
                 )
         configmap = self._write(current, document)
         for status in changed:
+            reason, message = _event(status)
             record_event(
                 self.core,
                 {"apiVersion": "v1", "kind": "ConfigMap", "metadata": configmap.get("metadata") or {}},
-                reason="UpstreamVerified"
-                if status.verified and status.held_since is None
-                else "UpstreamHeld"
-                if status.verified
-                else "UpstreamUnverified",
-                message=f"{status.upstream}: verified"
-                if status.verified and status.held_since is None
-                else f"{status.upstream}: {status.reason}",
-                warning=not status.verified or status.held_since is not None,
+                reason=reason,
+                message=message,
+                warning=reason != "UpstreamVerified",
                 component=COMPONENT,
             )
         return document
@@ -257,9 +274,19 @@ def _document_in(configmap: dict[str, Any] | None) -> StatusDocument | None:
         return None
 
 
+def _with_degradation(status: UpstreamStatus, degraded: Degraded | None, trial_one_in: int) -> UpstreamStatus:
+    if degraded is None:
+        return status
+    return dataclasses.replace(
+        status, degraded_since=degraded.since, degraded_reason=degraded.evidence, trial_one_in=trial_one_in
+    )
+
+
 def _news(old: UpstreamStatus | None, new: UpstreamStatus) -> bool:
-    """Worth a log line and an Event: a flip, a new hold, or a new reason for being unverified."""
+    """Worth a log line and an Event: a flip, a new hold or degradation, or a new reason for being unverified."""
     if old is None or old.verified != new.verified or (old.held_since is None) != (new.held_since is None):
+        return True
+    if (old.degraded_since is None) != (new.degraded_since is None):
         return True
     return not new.verified and old.reason != new.reason
 
@@ -267,4 +294,20 @@ def _news(old: UpstreamStatus | None, new: UpstreamStatus) -> bool:
 def _headline(status: UpstreamStatus) -> str:
     if not status.verified:
         return "upstream unverified"
+    if status.degraded_since is not None:
+        return "upstream degraded: pulls through the cache fail"
     return "upstream held verified through a transient error" if status.held_since else "upstream verified"
+
+
+def _event(status: UpstreamStatus) -> tuple[str, str]:
+    """The Event's reason and message for a status worth one."""
+    if not status.verified:
+        return "UpstreamUnverified", f"{status.upstream}: {status.reason}"
+    if status.degraded_since is not None:
+        return "UpstreamDegraded", (
+            f"{status.upstream}: {status.degraded_reason}; new pods keep their original images "
+            f"(one in {status.trial_one_in} is still rewritten, to see recovery)"
+        )
+    if status.held_since is not None:
+        return "UpstreamHeld", f"{status.upstream}: {status.reason}"
+    return "UpstreamVerified", f"{status.upstream}: verified"

@@ -13,7 +13,7 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from webhook.core.rewrite import Decision, DecisionCache, Reason, RewriteRules, decide
 from webhook.core.upstream_status import WITH_PULL_SECRET, PullSecretMode, Verification
@@ -47,10 +47,11 @@ class PodPolicy:
         return self.pull_secret_mode == WITH_PULL_SECRET
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerDecision:
+class ContainerDecision(NamedTuple):
+    """One container's decision (a tuple: a pod makes one per container, on every admission)."""
+
     field: ContainerField
-    index: int
+    position: int  # in its list: the patch's path
     name: str
     decision: Decision
 
@@ -77,7 +78,7 @@ class Mutation:
         spec = mutated.setdefault("spec", {})
         if self.mode == "enforce":
             for item in rewritten:
-                spec[item.field][item.index]["image"] = item.decision.image
+                spec[item.field][item.position]["image"] = item.decision.image
         if sub_resource == EPHEMERAL_SUBRESOURCE:
             return mutated
         if self.mode == "enforce" and policy.adds_pull_secret and not _has_pull_secret(spec, policy.secret_name):
@@ -139,7 +140,7 @@ def mutate_pod(
                     reason=Reason.PULL_SECRET_MISSING,
                     detail=f"the pod does not list pull secret {policy.secret_name}",
                 )
-            decisions.append(ContainerDecision(field=field_name, index=index, name=name, decision=decision))
+            decisions.append(ContainerDecision(field=field_name, position=index, name=name, decision=decision))
     rewritten = [c for c in decisions if c.decision.reason is Reason.REWRITTEN]
     return Mutation(containers=tuple(decisions), mode=policy.mode, patch=_patch(pod, rewritten, policy, on_subresource))
 
@@ -153,7 +154,8 @@ def _patch(
     spec = pod.get("spec") or {}
     if policy.mode == "enforce":
         operations += [
-            {"op": "replace", "path": f"/spec/{c.field}/{c.index}/image", "value": c.decision.image} for c in rewritten
+            {"op": "replace", "path": f"/spec/{c.field}/{c.position}/image", "value": c.decision.image}
+            for c in rewritten
         ]
     if on_subresource:
         return operations

@@ -54,6 +54,11 @@ class UpstreamStatus:
     # While a verified upstream is held through transient errors: since when, and how many in a row.
     held_since: datetime.datetime | None = None
     transient_failures: int = 0
+    # While real pulls through the cache fail (the pull-outcome guard): since when, the evidence in
+    # one sentence, and the one pod in `trial_one_in` the webhook still rewrites so recovery shows.
+    degraded_since: datetime.datetime | None = None
+    degraded_reason: str = ""
+    trial_one_in: int = 0
     # How the pulls it proved will be made: with our pull secret ("secret", also every document written
     # before the mode existed) or with the nodes' own role ("node-role").
     pull_secret_mode: str = WITH_PULL_SECRET
@@ -83,6 +88,15 @@ class StatusDocument:
                         if s.held_since is not None
                         else {}
                     )
+                    | (
+                        {
+                            "degradedSince": s.degraded_since.isoformat(),
+                            "degradedReason": s.degraded_reason,
+                            "trialOneIn": s.trial_one_in,
+                        }
+                        if s.degraded_since is not None
+                        else {}
+                    )
                     for s in self.upstreams
                 },
             },
@@ -107,6 +121,9 @@ class StatusDocument:
                     registry=str(entry.get("registry", "")),
                     held_since=_time(entry["heldSince"]) if entry.get("heldSince") else None,
                     transient_failures=int(entry.get("transientFailures") or 0),
+                    degraded_since=_time(entry["degradedSince"]) if entry.get("degradedSince") else None,
+                    degraded_reason=str(entry.get("degradedReason", "")),
+                    trial_one_in=int(entry.get("trialOneIn") or 0),
                     pull_secret_mode=str(entry.get("pullSecretMode") or WITH_PULL_SECRET),
                 )
                 for upstream, entry in raw["upstreams"].items()
@@ -130,6 +147,15 @@ class Verification:
     verified: frozenset[str]
     reasons: dict[str, str]
     unknown: str = ""  # set when there is no usable document at all
+    # Degraded upstreams (verified, but real pulls fail) -> rewrite one pod in this many, as a trial.
+    trial: Mapping[str, int] = field(default_factory=dict)
+
+    def with_trial(self, upstreams: frozenset[str]) -> Verification:
+        """This verification for a trial pod: `upstreams` (degraded ones) count as verified."""
+        if not upstreams:
+            return self
+        reasons = {u: r for u, r in self.reasons.items() if u not in upstreams}
+        return Verification(self.verified | upstreams, reasons, self.unknown, self.trial)
 
     def reason_for(self, upstream: str) -> str:
         if self.unknown:
@@ -190,6 +216,7 @@ def verification(
     # age bounds how long it is trusted without one.
     verified: set[str] = set()
     reasons: dict[str, str] = {}
+    trial: dict[str, int] = {}
     for status in document.upstreams:
         mismatch = target.mismatch(status) if target is not None else None
         if mismatch is not None:
@@ -201,9 +228,12 @@ def verification(
             reasons[status.upstream] = f"no successful check for {last}s" + (
                 f" ({status.reason})" if status.reason else ""
             )
+        elif status.degraded_since is not None:
+            reasons[status.upstream] = f"degraded: {status.degraded_reason}"
+            trial[status.upstream] = status.trial_one_in
         else:
             verified.add(status.upstream)
-    return Verification(verified=frozenset(verified), reasons=reasons)
+    return Verification(verified=frozenset(verified), reasons=reasons, trial=trial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,5 +281,13 @@ def advance(
         reason = f"{check.problem} (transient errors since {since.isoformat(timespec='seconds')}, {failures} in a row)"
         return UpstreamStatus(check.upstream, check.prefix, False, reason, now, registry, pull_secret_mode=mode)
     return UpstreamStatus(
-        check.upstream, check.prefix, True, check.problem, previous.checked_at, registry, since, failures, mode
+        check.upstream,
+        check.prefix,
+        True,
+        check.problem,
+        previous.checked_at,
+        registry,
+        since,
+        failures,
+        pull_secret_mode=mode,
     )

@@ -1,9 +1,15 @@
 import base64
 import json
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from tests.review_strategies import bodies
+from tests.strategies import REGISTRY
 from webhook.admission import review
+from webhook.core.mutate import PodPolicy, mutate_pod
+from webhook.core.rewrite import RewriteRules
 
 
 def review_body(**request: object) -> bytes:
@@ -66,3 +72,55 @@ def test_patched_carries_a_base64_json_patch() -> None:
     response = review.patched("u", patch)["response"]
     assert response["patchType"] == "JSONPatch"
     assert json.loads(base64.b64decode(response["patch"])) == patch
+
+
+# The view decoding (the envelope plus what `mutate_pod` reads) against decoding the whole body:
+# every generated review, well-formed or not, must be refused with the same reason or decided the
+# same way, down to the patch and the log line's pod name.
+POLICY = PodPolicy(rules=RewriteRules(registry=REGISTRY))
+
+
+@settings(max_examples=1000, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies())
+def test_the_pod_view_decides_every_review_as_the_whole_pod_does(case: tuple[object, bytes]) -> None:
+    _, body = case
+    refusals: list[tuple[str, str]] = []
+    for parse in (review.parse_review, review.parse_in_full):
+        try:
+            parse(body)
+        except review.BadReviewError as error:
+            refusals.append((error.reason, error.uid))
+    if refusals:
+        assert len(refusals) == 2, refusals
+        assert refusals[0] == refusals[1]
+        return
+    viewed = review.parse_review(body)
+    whole = review.parse_in_full(body)
+    assert msgspec.structs.replace(viewed, object=None, old_object=None) == msgspec.structs.replace(
+        whole, object=None, old_object=None
+    )
+    assert (viewed.object is None, viewed.old_object is None) == (whole.object is None, whole.old_object is None)
+    if viewed.object is None:
+        return
+    for sub_resource in ("", "ephemeralcontainers"):
+        assert mutate_pod(
+            viewed.object, POLICY, namespace="default", sub_resource=sub_resource, old_pod=viewed.old_object
+        ) == mutate_pod(whole.object, POLICY, namespace="default", sub_resource=sub_resource, old_pod=whole.old_object)
+    metadata = (viewed.object.get("metadata"), whole.object.get("metadata"))
+    if all(isinstance(m, dict) for m in metadata):
+        assert [{k: m.get(k) for k in ("name", "generateName")} for m in metadata] == [
+            {k: m.get(k) for k in ("name", "generateName")} for m in reversed(metadata)
+        ]
+
+
+def test_the_view_skips_what_the_decision_does_not_read() -> None:
+    body = review_body(
+        object={
+            "metadata": {"name": "p", "managedFields": [{"manager": "m"}], "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "env": [{"name": "X"}]}], "volumes": []},
+        }
+    )
+    assert review.parse_review(body).object == {
+        "metadata": {"name": "p", "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+    }

@@ -1,0 +1,3 @@
+module ecr-pullthrough.test/loadgen
+
+go 1.22
