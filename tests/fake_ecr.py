@@ -44,6 +44,7 @@ class FakeEcr:
         self.lifetime_seconds = 12 * 3600.0
         self.calls: list[str] = []
         self.tokens_issued = 0
+        self.token_principals: dict[int, str] = {}  # token number -> the access key that asked for it
         self.revoked: set[int] = set()  # numbers of tokens withdrawn (see revoke)
         # Pull-through cache rules by ECR prefix: upstream registry URL and, where needed, a credential.
         self.rules: dict[str, dict[str, str]] = {
@@ -134,7 +135,8 @@ class FakeEcr:
                     return
                 operation = (self.headers.get("X-Amz-Target") or "").removeprefix(TARGET_PREFIX)
                 fake.calls.append(operation)
-                status, document = fake.answer(operation, request)
+                signed = SIGNED_BY.search(self.headers.get("Authorization") or "")
+                status, document = fake.answer(operation, request, signed.group(1) if signed else "")
                 payload = json.dumps(document).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-amz-json-1.1")
@@ -158,7 +160,7 @@ class FakeEcr:
             self._server.server_close()
             self._server = None
 
-    def answer(self, operation: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    def answer(self, operation: str, body: bytes = b"", signed_by: str = "") -> tuple[int, dict[str, Any]]:
         if self.mode == "hang":
             self._release.wait(60)
         if self.mode == "deny":
@@ -171,6 +173,7 @@ class FakeEcr:
             return 400, {"__type": "AccessDeniedException", "message": "not authorized to ecr:GetAuthorizationToken"}
         if operation == "GetAuthorizationToken":
             self.tokens_issued += 1
+            self.token_principals[self.tokens_issued] = signed_by
             secret = base64.b64encode(f"AWS:{self.password(self.tokens_issued)}".encode()).decode()
             return 200, {
                 "authorizationData": [

@@ -11,7 +11,14 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliApp
 
-from webhook.settings import ENV_PREFIX, ControllerSettings, RewriteCommandSettings, ScanSettings, WebhookSettings
+from webhook.settings import (
+    ENV_PREFIX,
+    ControllerSettings,
+    RemovePullSecretsSettings,
+    RewriteCommandSettings,
+    ScanSettings,
+    WebhookSettings,
+)
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -23,6 +30,8 @@ commands:
   controller keep a fresh ECR pull secret in every namespace
   demo       start a local webhook on a throwaway certificate and show a pod before and after
   scan       read the cluster and show what the webhook would do to every workload (read-only)
+  remove-pull-secrets
+             after a switch to --pull-secret-mode node-role: remove this installation's pull Secrets
 
 Every setting is a flag and an environment variable ECR_PULLTHROUGH_<NAME>; see `COMMAND --help`.
 """
@@ -145,6 +154,12 @@ def run_scan(args: Sequence[str]) -> int:
     return scan(_load(ScanSettings, "scan", args))
 
 
+def run_remove_pull_secrets(args: Sequence[str]) -> int:
+    from webhook.ops.cleanup import run
+
+    return run(_load(RemovePullSecretsSettings, "remove-pull-secrets", args))
+
+
 def run_demo(args: Sequence[str]) -> int:
     from webhook.admission.demo import run
 
@@ -157,6 +172,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "controller": run_controller,
     "demo": run_demo,
     "scan": run_scan,
+    "remove-pull-secrets": run_remove_pull_secrets,
 }
 
 

@@ -101,6 +101,12 @@ class CommonSettings(BaseSettings):
     mode: Literal["enforce", "audit"] = Field(
         "enforce", description="enforce rewrites; audit only records what it would rewrite"
     )
+    pull_secret_mode: Literal["secret", "node-role"] = Field(
+        "secret",
+        description="secret: the controller keeps a pull secret in every namespace and the webhook adds it to "
+        "pods; node-role: the nodes pull through the cache with their own role (the kubelet's ECR credential "
+        "provider), so no Secret is written and pods get none",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     _split_lists = field_validator("exclude_namespaces", "exclude_images", mode="before")(_split_list)
@@ -280,6 +286,45 @@ class ScanSettings(CommonSettings):
     output: Literal["text", "json"] = Field("text", description="a table per namespace, or JSON for scripts")
 
 
+class RemovePullSecretsSettings(BaseSettings):
+    """`ecr-pullthrough remove-pull-secrets`: after a switch to `--pull-secret-mode node-role`, remove this
+    installation's pull Secrets from every namespace (lists them unless --delete)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        cli_kebab_case=True,
+        cli_avoid_json=True,
+        cli_hide_none_type=True,
+        cli_implicit_flags=True,
+        validate_default=True,
+    )
+
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
+    )
+    secret_name: str = Field("ecr-pullthrough", description="the pull Secret's name (the chart's secretName)")
+    instance: str = Field(
+        description="the installation whose Secrets to remove: the label ecr-pullthrough/instance, "
+        "<release namespace>.<release name> for the chart"
+    )
+    delete: bool = Field(False, description="delete them; without it, only list what would be deleted")
+
+    @field_validator("secret_name")
+    @classmethod
+    def _check_secret_name(cls, value: str) -> str:
+        if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+            raise ValueError("a Secret name is a lowercase DNS subdomain, e.g. ecr-pullthrough")
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str) -> str:
+        if not LABEL_VALUE.match(value):
+            raise ValueError("a label value: at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends")
+        return value
+
+
 class ControllerSettings(CommonSettings):
     """`ecr-pullthrough controller`: keeps a fresh ECR pull secret in every namespace."""
 
@@ -316,6 +361,12 @@ class ControllerSettings(CommonSettings):
         False,
         description="let boto3 fall back to the node's instance role through IMDS when IRSA or Pod Identity "
         "gives no credentials (off: a mis-bound role fails loudly instead of spreading the node role's token)",
+    )
+    node_role_credentials: Literal["instance-metadata", "mirrored-role"] = Field(
+        "instance-metadata",
+        description="--pull-secret-mode node-role only: verify as the node role itself, from the instance "
+        "metadata service (no IRSA or Pod Identity may be bound), or as a role of ours that mirrors the node "
+        "role's ECR permissions (IRSA or Pod Identity; see the README for what that does not prove)",
     )
     workers: int = Field(4, ge=1, le=64, description="namespaces reconciled in parallel")
     api_qps: float = Field(20, gt=0, description="client-side limit on Kubernetes API writes per second")

@@ -111,6 +111,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "controller.verifySeconds (%d) must be below webhook.upstreamStatusMaxAgeSeconds (%d): the webhook would find the status stale between two verifications and rewrite nothing" (int64 .Values.controller.verifySeconds) (int64 .Values.webhook.upstreamStatusMaxAgeSeconds)) -}}
 {{- end -}}
 {{- $requirements := include "ecr-pullthrough.excludeRequirements" . -}}
+{{- if and (eq .Values.pullSecretMode "node-role") (eq .Values.controller.nodeRoleCredentials "instance-metadata") (hasKey .Values.controller.serviceAccount.annotations "eks.amazonaws.com/role-arn") -}}
+{{- fail "pullSecretMode node-role verifies as the node role itself (controller.nodeRoleCredentials instance-metadata): remove the IRSA annotation eks.amazonaws.com/role-arn from controller.serviceAccount.annotations, or set controller.nodeRoleCredentials=mirrored-role" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "ecr-pullthrough.podSecurityContext" -}}

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fake_ecr import FakeEcr
+from tests.fake_ecr import ACCESS_KEY, FakeEcr
+from tests.fake_imds import ACCESS_KEY as NODE_ACCESS_KEY
 from tests.fake_imds import ROLE, FakeImds, fake_imds
-from webhook.controller.ecr import AwsError, TokenSource, aws_session, caller_identity, ecr_client, sts_client
+from webhook.controller.ecr import (
+    AwsError,
+    TokenSource,
+    aws_session,
+    caller_identity,
+    credentials_besides_the_node,
+    ecr_client,
+    sts_client,
+)
 
 REGION = "us-east-1"
 LIMITS = {"connect_timeout": 1.0, "read_timeout": 2.0}
@@ -79,3 +90,48 @@ def test_allowed_the_node_role_is_used_and_shows_as_the_identity(node: FakeImds,
     arn = caller_identity(sts_client(REGION, session=session, max_attempts=1, **LIMITS))
     assert arn == f"arn:aws:sts::123456789012:assumed-role/{ROLE}/i-0123456789abcdef0"
     assert any(request.startswith("GET /latest/meta-data/iam/security-credentials/") for request in node.requests)
+
+
+def test_in_node_role_mode_the_instance_role_alone_is_used_whatever_else_the_environment_offers(
+    node: FakeImds, fake: FakeEcr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is verified must be what the node's kubelet pulls with: the node role, not the pod's keys."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-for-tests")
+    session = aws_session(instance_metadata_only=True)
+    arn = caller_identity(sts_client(REGION, session=session, max_attempts=1, **LIMITS))
+    assert arn == f"arn:aws:sts::123456789012:assumed-role/{ROLE}/i-0123456789abcdef0"
+    TokenSource(ecr_client(REGION, session=session, max_attempts=1, **LIMITS)).fetch()
+    assert fake.token_principals == {1: NODE_ACCESS_KEY}
+    # The ordinary chain, in the same environment, takes the pod's keys: the difference is the point.
+    TokenSource(ecr_client(REGION, session=aws_session(), max_attempts=1, **LIMITS)).fetch()
+    assert fake.token_principals[2] == ACCESS_KEY
+
+
+def test_credentials_besides_the_node_are_named() -> None:
+    assert credentials_besides_the_node({"AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "false"}) == []
+    irsa = {"AWS_ROLE_ARN": "arn:aws:iam::1:role/x", "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token"}
+    assert credentials_besides_the_node(irsa) == ["AWS_ROLE_ARN (IRSA)", "AWS_WEB_IDENTITY_TOKEN_FILE (IRSA)"]
+    pod_identity = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials"}
+    assert credentials_besides_the_node(pod_identity) == ["AWS_CONTAINER_CREDENTIALS_FULL_URI (EKS Pod Identity)"]
+
+
+def test_node_role_mode_with_irsa_bound_stops_at_start_naming_the_setting(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECR_PULLTHROUGH_"))}
+    environment.update(AWS_ROLE_ARN="arn:aws:iam::123456789012:role/x", AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path))
+    command = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "controller",
+        "--registry",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    ]
+    command += ["--pull-secret-mode", "node-role", "--kubeconfig", str(tmp_path / "unused")]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        "ecr-pullthrough controller: invalid setting --node-role-credentials (ECR_PULLTHROUGH_NODE_ROLE_CREDENTIALS): "
+        "instance-metadata verifies as the node role, but this pod also has AWS_ROLE_ARN (IRSA), "
+        "AWS_WEB_IDENTITY_TOKEN_FILE (IRSA): remove that binding, or set mirrored-role"
+    ), result.stderr

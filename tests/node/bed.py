@@ -11,6 +11,9 @@ tests/node/enter.py made (the ECR host name resolves to 127.0.0.1 only there):
     ecr-pullthrough webhook                         registered with the chart's configuration; its status file
                                                     kept equal to the ConfigMap, as a kubelet keeps a mounted one
     containerd + runc, kubelet (node `node-1`)      hostNetwork pods only (no CNI), nodeName set (no scheduler)
+    FakeImds, credential provider plugin            the node's role (pull-secret mode node-role): the controller
+                                                    verifies with IMDS's keys; the kubelet's exec plugin
+                                                    (tests/node/credential_provider.py) offers the node's token
 
 containerd's hosts.toml is used only for what DOMAIN.md allows: the test CA
 for the ECR host, and docker.io (and the sandbox image's registry) sent to the
@@ -25,6 +28,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import tarfile
 import threading
 import urllib.request
@@ -41,6 +45,9 @@ from tests.e2e.controlplane import ControlPlane
 from tests.e2e.fixtures_webhook import registered
 from tests.e2e.webhookconfig import mutating_webhook_configuration
 from tests.fake_ecr import FakeEcr, fake_ecr
+from tests.fake_imds import ACCESS_KEY as NODE_ACCESS_KEY
+from tests.fake_imds import ROLE as NODE_ROLE
+from tests.fake_imds import FakeImds, fake_imds
 from tests.node import install
 from tests.node.ecr_standin import EcrStandIn
 from tests.node.enter import ECR_HOST
@@ -216,6 +223,39 @@ def containerd(folder: Path, ca_path: Path) -> Iterator[None]:
         stop_process(process)
 
 
+CREDENTIAL_PROVIDER = "ecr-credential-provider"  # the name EKS gives its plugin
+
+
+def credential_provider_config(folder: Path) -> tuple[Path, Path]:
+    """The kubelet's image credential provider for ECR hosts, as EKS configures it (`matchImages`), with our
+    test plugin; returns the config file and the plugin folder."""
+    plugins = folder / "credential-providers"
+    plugins.mkdir()
+    wrapper = plugins / CREDENTIAL_PROVIDER
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).parent / "credential_provider.py"}"\n')
+    wrapper.chmod(0o755)
+    config = {
+        "apiVersion": "kubelet.config.k8s.io/v1",
+        "kind": "CredentialProviderConfig",
+        "providers": [
+            {
+                "name": CREDENTIAL_PROVIDER,
+                "matchImages": ["*.dkr.ecr.*.amazonaws.com"],
+                "defaultCacheDuration": "0s",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "env": [
+                    {"name": "NODE_TOKEN_FILE", "value": str(folder / "node-token")},
+                    {"name": "NODE_ECR_HOST", "value": ECR_HOST},
+                    {"name": "NODE_PROVIDER_LOG", "value": str(folder / "credential-provider.log")},
+                ],
+            }
+        ],
+    }
+    path = folder / "credential-providers.json"
+    path.write_text(json.dumps(config))
+    return path, plugins
+
+
 def kubelet_config(folder: Path) -> Path:
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -256,6 +296,9 @@ def kubelet(folder: Path, plane: ControlPlane) -> Iterator[subprocess.Popen[byte
     command = [str(require_binary("kubelet")), "--config", str(kubelet_config(folder))]
     # The admin identity: the API server runs RBAC only (no Node authorizer); the kubelet's rights are not the subject.
     command += ["--kubeconfig", str(plane.kubeconfig_path), "--hostname-override", NODE, "--node-ip", "127.0.0.1"]
+    providers, plugins = credential_provider_config(folder)
+    command += ["--image-credential-provider-config", str(providers)]
+    command += ["--image-credential-provider-bin-dir", str(plugins)]
     command += ["--v", "2"]
     process = _spawn(command, log)
 
@@ -312,9 +355,16 @@ def status_file_sync(plane: ControlPlane, path: Path) -> Iterator[None]:
 class NodeBed:
     """The running bed. The controller and the webhook can be stopped and started again by a test."""
 
-    def __init__(self, folder: Path, plane: ControlPlane, ecr: FakeEcr, standin: EcrStandIn, ca_path: Path) -> None:
+    def __init__(
+        self, folder: Path, plane: ControlPlane, ecr: FakeEcr, standin: EcrStandIn, ca_path: Path, imds: FakeImds
+    ) -> None:
         self.folder, self.plane, self.ecr, self.standin, self.ca_path = folder, plane, ecr, standin, ca_path
+        self.imds = imds
         self.status_path = folder / "status.json"
+        # Read by the kubelet's credential provider plugin at every pull; absent: it offers nothing.
+        self.node_token_path = folder / "node-token"
+        self.provider_log_path = folder / "credential-provider.log"
+        self.pull_secret_mode = "secret"
         self._controller_stack = ExitStack()
         self._webhook_stack = ExitStack()
         self._controller: ControllerProcess | None = None
@@ -332,16 +382,22 @@ class NodeBed:
         return self._webhook
 
     def start_controller(self, *extra: str) -> None:
-        """Start the controller with the bed's arguments, and `extra` after them (a later flag wins)."""
+        """In the bed's current pull-secret mode (in node-role mode with the node role's keys from IMDS only),
+        with the bed's arguments and `extra` after them (a later flag wins)."""
         # The controller probes the stand-in under the ECR host name (not the fake's API), trusting the test CA.
         aws = {k: v for k, v in self.ecr.environment().items() if k != "ECR_PULLTHROUGH_REGISTRY_API_URL"}
         aws["SSL_CERT_FILE"] = str(self.ca_path)
+        args = controller_args()
+        if self.pull_secret_mode == "node-role":
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"):
+                del aws[name]
+            aws["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = self.imds.url
+            aws["AWS_SHARED_CREDENTIALS_FILE"] = aws["AWS_CONFIG_FILE"] = str(self.folder / "no-aws-files")
+            args = (*args, "--pull-secret-mode", "node-role")
         self._starts += 1
         identity = f"node-controller-{self._starts}"
         self._controller = self._controller_stack.enter_context(
-            controller_process(
-                self.plane.kubeconfig_path, self.ecr, self.folder, identity, *controller_args(), *extra, aws=aws
-            )
+            controller_process(self.plane.kubeconfig_path, self.ecr, self.folder, identity, *args, *extra, aws=aws)
         )
 
     def stop_controller(self) -> None:
@@ -354,6 +410,7 @@ class NodeBed:
         folder = self.folder / f"webhook-{self._starts}"
         folder.mkdir()
         args = ("--registry", ECR_HOST, "--upstream-status-file", str(self.status_path))
+        args = (*args, "--pull-secret-mode", self.pull_secret_mode)
         webhook = self._webhook_stack.enter_context(webhook_process(folder, *args))
         configuration = mutating_webhook_configuration(
             url=f"{webhook.url}/mutate", ca_pem=webhook.ca.cert_pem, release_namespace=RELEASE_NAMESPACE
@@ -369,6 +426,13 @@ class NodeBed:
     def restart_webhook(self) -> None:
         self._webhook_stack.close()  # unregisters the old configuration
         self.start_webhook()
+
+    def switch(self, pull_secret_mode: str) -> None:
+        """Run the controller and the webhook in another pull-secret mode (as a `helm upgrade` rolls both)."""
+        self.stop_controller()
+        self.pull_secret_mode = pull_secret_mode
+        self.start_controller()
+        self.restart_webhook()
 
     def close(self) -> None:
         self._webhook_stack.close()
@@ -409,13 +473,15 @@ def node_bed(folder: Path) -> Iterator[NodeBed]:
         upstream = stack.enter_context(upstream_registry(folder))
         push_images(folder)
         ecr = stack.enter_context(fake_ecr())
+        imds = stack.enter_context(fake_imds())
+        ecr.principals[NODE_ACCESS_KEY] = f"arn:aws:sts::{ecr.account}:assumed-role/{NODE_ROLE}/i-0123456789abcdef0"
         standin, ca_path = stack.enter_context(ecr_standin(folder, ecr, upstream))
         stack.enter_context(containerd(folder, ca_path))
         plane = ControlPlane(require_binary("etcd"), require_binary("kube-apiserver"))
         plane.start()
         stack.callback(plane.stop)
         plane.create_namespace(RELEASE_NAMESPACE)
-        bed = NodeBed(folder, plane, ecr, standin, ca_path)
+        bed = NodeBed(folder, plane, ecr, standin, ca_path, imds)
         stack.callback(bed.close)
         bed.start_controller()
         stack.enter_context(status_file_sync(plane, bed.status_path))

@@ -45,16 +45,27 @@ def verified(bed: NodeBed) -> bool:
     with bed.plane.api_client() as api:
         data = client.CoreV1Api(api).read_namespaced_config_map(STATUS_CONFIGMAP, RELEASE_NAMESPACE).data or {}
     text = data.get("status.json")
-    return text is not None and docker_hub_verified_in(text)
+    return text is not None and docker_hub_verified_in(text, bed.pull_secret_mode)
 
 
-def docker_hub_verified_in(text: str) -> bool:
-    """Whether an upstream status document (the ConfigMap's, or the webhook's file) says Docker Hub is verified."""
-    return any(s.upstream == "docker.io" and s.verified for s in StatusDocument.parse(text).upstreams)
+def docker_hub_verified_in(text: str, pull_secret_mode: str) -> bool:
+    """Whether an upstream status document (the ConfigMap's, or the webhook's file) says Docker Hub is verified,
+    in the given pull-secret mode (the webhook trusts no other)."""
+    return any(
+        s.upstream == "docker.io" and s.verified and s.pull_secret_mode == pull_secret_mode
+        for s in StatusDocument.parse(text).upstreams
+    )
 
 
 def wait_verified(bed: NodeBed) -> None:
+    """Until the controller has verified Docker Hub in the bed's mode, and the webhook's status file says so."""
     wait_for(lambda: verified(bed), timeout=60, what="the controller to verify Docker Hub through the stand-in")
+
+    def in_the_file() -> bool:
+        path = bed.status_path
+        return path.exists() and docker_hub_verified_in(path.read_text(), bed.pull_secret_mode)
+
+    wait_for(in_the_file, timeout=30, what="the webhook's status file to say Docker Hub is verified")
 
 
 def our_password(bed: NodeBed, namespace: str) -> str:

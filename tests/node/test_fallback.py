@@ -49,7 +49,7 @@ def docker_hub_unverified(bed: NodeBed) -> Iterator[None]:
     try:
         wait_for(lambda: not verified(bed), timeout=60, what="the controller to unverify Docker Hub")
         wait_for(
-            lambda: not docker_hub_verified_in(bed.status_path.read_text()),
+            lambda: not docker_hub_verified_in(bed.status_path.read_text(), bed.pull_secret_mode),
             timeout=STATUS_PROPAGATION_SECONDS,
             what="the webhook's status file to say so",
         )

@@ -166,6 +166,7 @@ def policy_from(settings: WebhookSettings) -> PodPolicy:
         opt_out_label=settings.opt_out_label,
         exclude_namespaces=frozenset(settings.exclude_namespaces),
         mode=settings.mode,
+        pull_secret_mode=settings.pull_secret_mode,
     )
 
 
@@ -181,7 +182,7 @@ def serve(settings: WebhookSettings) -> None:
         status = StatusFile(
             settings.upstream_status_file,
             datetime.timedelta(seconds=settings.upstream_status_max_age_seconds),
-            settings.rewrite_rules().status_target(),
+            settings.rewrite_rules().status_target(settings.pull_secret_mode),
         )
     handler = AdmissionHandler(policy_from(settings), metrics, status.current if status else None)
     app = create_app(handler, metrics, settings.max_body_bytes)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -15,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from webhook import logs
-from webhook.controller.ecr import TokenSource, aws_session, ecr_client, sts_client
+from webhook.controller.ecr import TokenSource, aws_session, credentials_besides_the_node, ecr_client, sts_client
 from webhook.controller.health import serve_health
 from webhook.controller.heartbeat import Heartbeats
 from webhook.controller.identity import CallerIdentity
@@ -29,7 +31,7 @@ from webhook.controller.upstreams import Verifier, configured_upstreams
 from webhook.controller.webhookcerts import WebhookCertificates
 from webhook.core.selectors import parse_selector
 from webhook.listen import bound_address
-from webhook.settings import ControllerSettings
+from webhook.settings import ENV_PREFIX, ControllerSettings
 
 log = logging.getLogger("ecr_pullthrough.controller")
 
@@ -37,6 +39,18 @@ log = logging.getLogger("ecr_pullthrough.controller")
 def run(settings: ControllerSettings) -> int:
     logs.configure(settings.log_level)
     assert settings.region is not None  # resolved with the registry
+    node_role = settings.pull_secret_mode == "node-role"
+    as_the_node = node_role and settings.node_role_credentials == "instance-metadata"
+    if as_the_node and (others := credentials_besides_the_node(os.environ)):
+        # The verification must prove what the nodes' kubelets will do, so it runs as the node role alone;
+        # a role bound to this pod would be ignored, and whoever bound it would believe it was verified.
+        print(
+            f"ecr-pullthrough controller: invalid setting --node-role-credentials "
+            f"({ENV_PREFIX}NODE_ROLE_CREDENTIALS): instance-metadata verifies as the node role, but this pod "
+            f"also has {', '.join(others)}: remove that binding, or set mirrored-role",
+            file=sys.stderr,
+        )
+        return 2
     api = api_client(settings.kubeconfig)
     metrics = ControllerMetrics()
     by_labels = parse_selector(settings.exclude_namespace_selector)
@@ -49,7 +63,7 @@ def run(settings: ControllerSettings) -> int:
         home_namespace=settings.namespace,
         instance=settings.instance,
     )
-    session = aws_session(allow_instance_metadata=settings.allow_instance_metadata)
+    session = aws_session(allow_instance_metadata=settings.allow_instance_metadata, instance_metadata_only=as_the_node)
     ecr = ecr_client(
         settings.region,
         session=session,
@@ -72,6 +86,8 @@ def run(settings: ControllerSettings) -> int:
         token_refresh_floor=datetime.timedelta(seconds=settings.token_refresh_floor_seconds),
         writes=RateLimiter(settings.api_qps, settings.api_burst),
         on_token=verify_now.set,
+        distribute=not node_role,
+        on_placed=verify_now.set,
     )
     certificates_due = threading.Event()
     on_step_down: list[Callable[[], None]] = [controller.leading_stopped]
@@ -129,6 +145,8 @@ def run(settings: ControllerSettings) -> int:
             registry_id=settings.account_id,
             registry_url=settings.registry_api_url,
             http_timeout=settings.aws_read_timeout * 2,
+            pull_secret_mode=settings.pull_secret_mode,
+            principal=_principal(settings),
         )
         guard = None
         if settings.pull_guard:
@@ -153,6 +171,7 @@ def run(settings: ControllerSettings) -> int:
             due=verify_now,
             heartbeats=heartbeats,
             token_problem=lambda: controller.token_error,
+            waiting=controller.placing,
             degradations=guard.degradations if guard else lambda _now: {},
             trial_one_in=settings.pull_guard_trial_one_in,
         )
@@ -196,9 +215,15 @@ def run(settings: ControllerSettings) -> int:
             "fields": {
                 "registry": settings.registry_host,
                 "region": settings.region,
-                "secret": settings.secret_name,
+                "pullSecretMode": settings.pull_secret_mode,
+                **({"secret": settings.secret_name} if not node_role else {}),
+                **({"nodeRoleCredentials": settings.node_role_credentials} if node_role else {}),
                 "identity": settings.identity,
-                "instanceMetadata": "allowed" if settings.allow_instance_metadata else "disabled",
+                "instanceMetadata": "only"
+                if as_the_node
+                else "allowed"
+                if settings.allow_instance_metadata
+                else "disabled",
                 "http": bound_address(health.socket),
             }
         },
@@ -216,6 +241,15 @@ def run(settings: ControllerSettings) -> int:
     health.shutdown()
     log.info("controller stopped")
     return 0
+
+
+def _principal(settings: ControllerSettings) -> str:
+    """Whose permissions the verification's token carries, for the messages that say what to fix."""
+    if settings.pull_secret_mode == "secret":
+        return "the controller's IAM role"
+    if settings.node_role_credentials == "instance-metadata":
+        return "the node role"
+    return "the controller's IAM role (which must mirror the node role's ECR permissions)"
 
 
 def _keep_certificates(

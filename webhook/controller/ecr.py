@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -104,12 +105,36 @@ def classify(error: Exception) -> AwsError:
 INSTANCE_METADATA_PROVIDER = "iam-role"
 
 
-def aws_session(*, allow_instance_metadata: bool = False) -> boto3.session.Session:
-    """boto3's default credential chain, without the instance role unless `allow_instance_metadata`."""
+def aws_session(
+    *, allow_instance_metadata: bool = False, instance_metadata_only: bool = False
+) -> boto3.session.Session:
+    """boto3's default credential chain, without the instance role unless `allow_instance_metadata`.
+
+    `instance_metadata_only` (pull-secret mode node-role): the instance role and nothing else, so what
+    is verified is what the node's kubelet will pull with, whatever else the environment offers.
+    """
     core = botocore.session.get_session()
-    if not allow_instance_metadata:
-        core.get_component("credential_provider").remove(INSTANCE_METADATA_PROVIDER)
+    resolver = core.get_component("credential_provider")
+    if instance_metadata_only:
+        resolver.providers = [resolver.get_provider(INSTANCE_METADATA_PROVIDER)]
+    elif not allow_instance_metadata:
+        resolver.remove(INSTANCE_METADATA_PROVIDER)
     return boto3.session.Session(botocore_session=core)
+
+
+# Credentials a pod gets besides the node's: IRSA, EKS Pod Identity, static keys.
+OTHER_CREDENTIALS = {
+    "AWS_ROLE_ARN": "IRSA",
+    "AWS_WEB_IDENTITY_TOKEN_FILE": "IRSA",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": "EKS Pod Identity",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "a container credential endpoint",
+    "AWS_ACCESS_KEY_ID": "static keys",
+}
+
+
+def credentials_besides_the_node(environ: Mapping[str, str]) -> list[str]:
+    """What in `environ` would give this process credentials other than the node role's, in words."""
+    return [f"{name} ({what})" for name, what in OTHER_CREDENTIALS.items() if environ.get(name)]
 
 
 def _config(region: str, connect_timeout: float, read_timeout: float, max_attempts: int) -> Config:

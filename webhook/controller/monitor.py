@@ -37,6 +37,8 @@ from webhook.core.upstream_status import (
 
 log = logging.getLogger("ecr_pullthrough.upstreams")
 LOOP = "upstreams"
+# While a verification must wait (see `waiting`), look again this often, besides being woken.
+WAITING_RECHECK_SECONDS = 5.0
 # One verification makes several AWS calls and registry requests, each with its own timeouts and retries.
 MAX_SILENCE = 600.0
 
@@ -54,15 +56,18 @@ class UpstreamMonitor:
         due: threading.Event | None = None,
         heartbeats: Heartbeats | None = None,
         token_problem: Callable[[], str | None] = lambda: None,
+        waiting: Callable[[], str | None] = lambda: None,
         degradations: Callable[[datetime.datetime], Mapping[str, Degraded]] = lambda _now: {},
         trial_one_in: int = 10,
     ) -> None:
+        """`waiting` says what must happen before a verification may be published (None: nothing): in
+        secret mode, a new leader's pull Secrets must be in place first."""
         # Any: plain dicts in and out, the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.verifier, self.namespace, self.configmap, self.interval = verifier, namespace, configmap, interval
         self.due = due or threading.Event()  # set it to verify now
         self.heartbeats = heartbeats or Heartbeats()
-        self.token_problem = token_problem
+        self.token_problem, self.waiting = token_problem, waiting
         self.degradations, self.trial_one_in = degradations, trial_one_in
         self.last: StatusDocument | None = None
         self._is_leader: Callable[[], bool] = lambda: True  # set by run()
@@ -131,6 +136,10 @@ class UpstreamMonitor:
 
     def _verify_once(self, is_leader: Callable[[], bool], retry: Backoff) -> float:
         """Verify, publish, and return when to verify next."""
+        waiting = self.waiting()
+        if waiting is not None:
+            log.debug("upstream verification waits", extra={"fields": {"for": waiting}})
+            return WAITING_RECHECK_SECONDS  # `due` is set as soon as the wait is over
         now = datetime.datetime.now(datetime.UTC)
         try:
             checks = self.verifier.verify(now, self.token_problem())
@@ -175,7 +184,7 @@ class UpstreamMonitor:
             now,
             tuple(
                 _with_degradation(
-                    advance(before.get(c.upstream), c, now, self.verifier.registry),
+                    advance(before.get(c.upstream), c, now, self.verifier.registry, self.verifier.pull_secret_mode),
                     degraded.get(c.upstream),
                     self.trial_one_in,
                 )

@@ -55,6 +55,8 @@ class SecretTarget:
 # backoff per namespace, from 5 s up to about 5 minutes, and reset by a success.
 WRITE_RETRY_BASE_SECONDS = 5.0
 WRITE_RETRY_CAP_SECONDS = 300.0
+# A 409 (AlreadyExists, or a stale resourceVersion) is looked at again this soon.
+CONFLICT_RETRY_SECONDS = 0.1
 # Bounded metric label values for failed writes.
 WRITE_FAILURE_REASONS = {403: "forbidden", 404: "not-found", 422: "invalid", 429: "throttled"}
 
@@ -74,7 +76,13 @@ class Controller:
         token_refresh_floor: datetime.timedelta = datetime.timedelta(seconds=60),
         writes: RateLimiter | None = None,
         on_token: Callable[[], None] | None = None,
+        distribute: bool = True,
+        on_placed: Callable[[], None] | None = None,
     ) -> None:
+        """`distribute=False` (pull-secret mode node-role): keep the leader's token for the upstream
+        verification and write no Secret; nothing is listed or watched, so no Secret permission is needed.
+
+        `on_placed` is called when a new leader's first pass has looked at every namespace (see `placed`)."""
         # Any: we send and receive plain dicts; the typed signatures want the generated models.
         self.core: Any = client.CoreV1Api(api)
         self.target, self.metrics, self.is_leader = target, metrics, is_leader
@@ -82,6 +90,13 @@ class Controller:
         self.workers, self.resync_seconds = workers, resync_seconds
         self.writes = writes or RateLimiter(20, 40)
         self.on_token = on_token or (lambda: None)
+        self.distribute = distribute
+        self.on_placed = on_placed or (lambda: None)
+        # Set once a leader's first pass with its token has reconciled every namespace it knew then:
+        # the pull Secret is in place (or its trouble reported) before the upstreams are published as
+        # verified for secret mode, so a webhook never adds a pull secret ahead of the Secret.
+        self.placed = threading.Event()
+        self._first_pass: set[str] | None = None
         self.stop = threading.Event()
         self.queue = WorkQueue()
         metrics.queue_depth.set_function(lambda: len(self.queue))
@@ -119,13 +134,16 @@ class Controller:
     # -- life cycle ----------------------------------------------------------------------------------------
 
     def start(self) -> list[threading.Thread]:
-        loops: list[tuple[str, Callable[[], None]]] = [
-            ("watch-namespaces", self.caches.namespace_watch.run),
-            ("watch-secrets", self.caches.secret_watch.run),
-            ("tokens", self.keeper.run),
-            ("resync", self._resync_loop),
-        ]
-        loops += [(f"worker-{i}", functools.partial(self._work, f"worker-{i}")) for i in range(self.workers)]
+        loops: list[tuple[str, Callable[[], None]]] = [("tokens", self.keeper.run)]
+        if self.distribute:
+            loops += [
+                ("watch-namespaces", self.caches.namespace_watch.run),
+                ("watch-secrets", self.caches.secret_watch.run),
+                ("resync", self._resync_loop),
+            ]
+            loops += [(f"worker-{i}", functools.partial(self._work, f"worker-{i}")) for i in range(self.workers)]
+        else:
+            self.caches.synced.set()  # nothing to list: the token keeper need not wait for the caches
         threads = [
             threading.Thread(target=self.heartbeats.guarded(name, run, self.stop), name=name, daemon=True)
             for name, run in loops
@@ -148,7 +166,9 @@ class Controller:
         """A former leader forgets what only a leader knows, so its health and gauges say standby."""
         self.metrics.leader.set(0)
         self.keeper.leading_stopped()
+        self.placed.clear()
         with self._lock:
+            self._first_pass = None
             self._in_sync.clear()
             self._write_backoff.clear()
             self._other_instance.clear()
@@ -169,7 +189,18 @@ class Controller:
         AWS trouble never makes a replica unready: a rollout or `helm --wait` must not hinge on
         AWS health. It is listed by `problems()` instead.
         """
-        return self.caches.not_synced_reason()
+        return self.caches.not_synced_reason() if self.distribute else None
+
+    def placing(self) -> str | None:
+        """What the leader still waits for before its pull Secrets are in place; None once they are
+        (and always in node-role mode, which places none)."""
+        if not self.distribute or self.placed.is_set():
+            return None
+        with self._lock:
+            left = len(self._first_pass) if self._first_pass is not None else None
+        if left is None:
+            return "waiting for an ECR token to put the pull Secret in every namespace"
+        return f"putting the pull Secret in every namespace ({left} left)"
 
     def problems(self) -> list[str]:
         """What is wrong with the leader's token, or a Secret of our name another release owns, for
@@ -228,8 +259,26 @@ class Controller:
         if fresh:
             with self._lock:
                 self._in_sync.clear()  # every secret holds the previous token until rewritten
-        self.enqueue_all(NORMAL)
+        if self.distribute and not self.placed.is_set():
+            with self._lock:
+                if self._first_pass is None:
+                    self._first_pass = set(self.caches.namespaces())
+            self._attempted(None)
+        if self.distribute:
+            self.enqueue_all(NORMAL)
         self.on_token()
+
+    def _attempted(self, namespace: str | None) -> None:
+        """`namespace` was reconciled (written, in sync, or its trouble reported): one less to wait for."""
+        with self._lock:
+            if self._first_pass is None or self.placed.is_set():
+                return
+            self._first_pass.discard(namespace or "")
+            if self._first_pass:
+                return
+            self.placed.set()
+        log.info("pull Secrets in place", extra={"fields": {"namespaces": self.caches.count()}})
+        self.on_placed()
 
     def _resync_loop(self) -> None:
         while not self.heartbeats.wait("resync", self.stop, self.resync_seconds):
@@ -252,6 +301,8 @@ class Controller:
             namespace = self.queue.get(timeout=1)
             if namespace is None:
                 continue
+            # Counts for the first pass only if it ran with a token (the token is held before the pass starts).
+            with_token = self.keeper.token is not None
             try:
                 retry = self.reconcile(namespace)
             except Exception:
@@ -259,12 +310,14 @@ class Controller:
                 retry = self._retry_after_failure(namespace)
             finally:
                 self.queue.done(namespace)
+            if with_token and retry != CONFLICT_RETRY_SECONDS:  # a conflict is looked at again at once
+                self._attempted(namespace)
             if retry is not None:
                 self.queue.add(namespace, NORMAL, delay=retry)
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace`'s secret match the current token. Returns a delay to retry after, or None."""
-        if not self.is_leader():
+        if not self.is_leader() or not self.distribute:
             return None
         token = self.keeper.token
         wanted, actual = self.caches.wanted(namespace), self.caches.secret(namespace)
@@ -351,7 +404,7 @@ class Controller:
         if error.status == 409:  # AlreadyExists or a stale resourceVersion: look again
             self.metrics.writes.labels("conflict").inc()
             self._reread(namespace)
-            return 0.1
+            return CONFLICT_RETRY_SECONDS
         self.metrics.writes.labels("error").inc()
         self._mark(namespace, False)
         status = error.status or 0

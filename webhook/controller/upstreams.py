@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from webhook.controller.ecr import AwsError, classify
 from webhook.core.images import DOCKER_HUB, DOCKER_HUB_ALIASES
 from webhook.core.token import Token
-from webhook.core.upstream_status import Check
+from webhook.core.upstream_status import WITH_PULL_SECRET, Check
 
 # Small, public, long-lived images per upstream; the probe pulls only a manifest.
 DEFAULT_PROBES: dict[str, str] = {
@@ -85,10 +85,15 @@ class Verifier:
         registry_id: str,
         registry_url: str = "",
         http_timeout: float = 10,
+        pull_secret_mode: str = WITH_PULL_SECRET,
+        principal: str = "the controller's IAM role",
     ) -> None:
+        """`pull_secret_mode` is recorded with every result: what the pulls it proved will use. `principal`
+        names, in messages, whose permissions the token carries."""
         self.ecr, self.upstreams, self.token, self.http_timeout = ecr, upstreams, token, http_timeout
         self.registry = registry  # recorded in every entry: the webhook trusts it only for this registry
         self.registry_id = registry_id
+        self.pull_secret_mode, self.principal = pull_secret_mode, principal
         self.registry_url = (registry_url or f"https://{registry}").rstrip("/")
 
     def verify(self, now: datetime.datetime, token_problem: str | None = None) -> list[Check]:
@@ -202,7 +207,7 @@ class Verifier:
             )
         if status in (401, 403):
             return (
-                f"pulling {upstream.probe} through the cache was refused (HTTP {status}): the controller's IAM role "
+                f"pulling {upstream.probe} through the cache was refused (HTTP {status}): {self.principal} "
                 f"needs ecr:BatchImportUpstreamImage and ecr:CreateRepository on repository/{upstream.prefix}/*"
             ), False
         if status == 404:

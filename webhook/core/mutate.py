@@ -1,7 +1,7 @@
 """What the webhook does to one pod: decisions per container, and the JSON patch that applies them.
 
 The patch is built directly from the decisions (one operation per rewritten
-image, plus the pull secret and the annotation), never by diffing whole pods:
+image, plus the pull secret unless the nodes pull with their own role, and the annotation), never by diffing whole pods:
 a diff costs milliseconds on every pod creation. `Mutation.apply` builds the
 mutated copy independently, and the tests prove that the patch, applied,
 equals it. Pure: no I/O.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from webhook.core.rewrite import Decision, DecisionCache, Reason, RewriteRules, decide
-from webhook.core.upstream_status import Verification
+from webhook.core.upstream_status import WITH_PULL_SECRET, PullSecretMode, Verification
 
 Mode = Literal["enforce", "audit"]
 ContainerField = Literal["initContainers", "containers", "ephemeralContainers"]
@@ -40,6 +40,11 @@ class PodPolicy:
     opt_out_label: str = "ecr-pullthrough/skip"
     exclude_namespaces: frozenset[str] = frozenset({"kube-system"})
     mode: Mode = "enforce"
+    pull_secret_mode: PullSecretMode = WITH_PULL_SECRET
+
+    @property
+    def adds_pull_secret(self) -> bool:
+        return self.pull_secret_mode == WITH_PULL_SECRET
 
 
 class ContainerDecision(NamedTuple):
@@ -76,7 +81,7 @@ class Mutation:
                 spec[item.field][item.position]["image"] = item.decision.image
         if sub_resource == EPHEMERAL_SUBRESOURCE:
             return mutated
-        if self.mode == "enforce" and not _has_pull_secret(spec, policy.secret_name):
+        if self.mode == "enforce" and policy.adds_pull_secret and not _has_pull_secret(spec, policy.secret_name):
             spec["imagePullSecrets"] = [*(spec.get("imagePullSecrets") or []), {"name": policy.secret_name}]
         key, value = _annotation(pod, rewritten, self.mode)
         metadata = mutated.setdefault("metadata", {})
@@ -115,9 +120,10 @@ def mutate_pod(
 
     spec = pod.get("spec") or {}
     # On the subresource only new ephemeral containers may change; a pod's pull
-    # secrets are fixed after creation, so rewrite only if ours is already there.
+    # secrets are fixed after creation, so rewrite only if ours is already there
+    # (in node-role mode the node's own credentials pull, and no secret is needed).
     existing = _container_names(old_pod, "ephemeralContainers") if on_subresource else set()
-    secret_present = _has_pull_secret(spec, policy.secret_name)
+    secret_present = not policy.adds_pull_secret or _has_pull_secret(spec, policy.secret_name)
     decisions: list[ContainerDecision] = []
     for field_name in fields:
         for index, container in enumerate(spec.get(field_name) or []):
@@ -153,7 +159,7 @@ def _patch(
         ]
     if on_subresource:
         return operations
-    if policy.mode == "enforce" and not _has_pull_secret(spec, policy.secret_name):
+    if policy.mode == "enforce" and policy.adds_pull_secret and not _has_pull_secret(spec, policy.secret_name):
         if spec.get("imagePullSecrets"):
             operations.append({"op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": policy.secret_name}})
         else:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Literal
 
 from webhook.core import images
-from webhook.core.upstream_status import Target, Verification
+from webhook.core.upstream_status import WITH_PULL_SECRET, Target, Verification
 
 DigestPolicy = Literal["skip", "rewrite"]
 
@@ -60,9 +60,10 @@ class RewriteRules:
         """The upstream as the status document names it: docker.io for every Docker Hub host."""
         return reference.domain
 
-    def status_target(self) -> Target:
-        """The registry and prefixes an upstream status entry must have been verified for."""
-        return Target(self.registry, {images.DOCKER_HUB: self.docker_hub_prefix, **self.upstreams})
+    def status_target(self, pull_secret_mode: str = WITH_PULL_SECRET) -> Target:
+        """The registry, prefixes and pull-secret mode an upstream status entry must have been verified for."""
+        prefixes = {images.DOCKER_HUB: self.docker_hub_prefix, **self.upstreams}
+        return Target(self.registry, prefixes, pull_secret_mode)
 
     def prefix_for(self, reference: images.ImageReference) -> str | None:
         """Hosts compare exactly, as containerd maps them: `QUAY.IO` is not the configured `quay.io`."""

@@ -4,9 +4,11 @@ The controller publishes it in a ConfigMap; the webhook reads it from the
 mounted file and rewrites an upstream's images only while it is verified.
 Unknown status (no document, unreadable, stale) means "do not rewrite".
 
-An entry is bound to what it verified: the registry and the prefix. The webhook
-trusts an entry only when both equal its own settings, so a `helm upgrade` that
-changes either never rides on a verification made for the old target. The
+An entry is bound to what it verified: the registry, the prefix and the
+pull-secret mode (`secret`: with the token the controller puts in every
+namespace; `node-role`: with the nodes' own role). The webhook trusts an entry
+only when all three equal its own settings, so a `helm upgrade` that changes
+any of them never rides on a verification made for the old target. The
 document stays at version 1 and its fields are only ever added: a reader
 ignores keys it does not know, so old and new pods read each other's documents
 during a rolling upgrade (an entry without a registry, written before it was
@@ -20,7 +22,12 @@ import datetime
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# How pulls through the cache are authorised: with the pull secret the controller keeps in every
+# namespace, or with the nodes' own role (the kubelet's ECR credential provider).
+PullSecretMode = Literal["secret", "node-role"]
+WITH_PULL_SECRET: PullSecretMode = "secret"
 
 DOCUMENT_KEY = "status.json"
 VERSION = 1  # fields are only ever added, so old and new readers agree during a rolling upgrade
@@ -52,6 +59,9 @@ class UpstreamStatus:
     degraded_since: datetime.datetime | None = None
     degraded_reason: str = ""
     trial_one_in: int = 0
+    # How the pulls it proved will be made: with our pull secret ("secret", also every document written
+    # before the mode existed) or with the nodes' own role ("node-role").
+    pull_secret_mode: str = WITH_PULL_SECRET
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,7 @@ class StatusDocument:
                     s.upstream: {
                         "prefix": s.prefix,
                         "registry": s.registry,
+                        "pullSecretMode": s.pull_secret_mode,
                         "verified": s.verified,
                         "reason": s.reason,
                         "checkedAt": s.checked_at.isoformat(),
@@ -113,6 +124,7 @@ class StatusDocument:
                     degraded_since=_time(entry["degradedSince"]) if entry.get("degradedSince") else None,
                     degraded_reason=str(entry.get("degradedReason", "")),
                     trial_one_in=int(entry.get("trialOneIn") or 0),
+                    pull_secret_mode=str(entry.get("pullSecretMode") or WITH_PULL_SECRET),
                 )
                 for upstream, entry in raw["upstreams"].items()
             )
@@ -157,6 +169,7 @@ class Target:
 
     registry: str
     prefixes: Mapping[str, str] = field(default_factory=dict)  # upstream (docker.io, ghcr.io, ...) -> prefix
+    pull_secret_mode: str = WITH_PULL_SECRET
 
     def mismatch(self, status: UpstreamStatus) -> str | None:
         """Why `status` says nothing about this target, or None when it is about this target."""
@@ -173,6 +186,12 @@ class Target:
             return f"{verified} for the registry {status.registry}, not {self.registry}: {waiting}"
         if wanted is not None and status.prefix != wanted:
             return f"{verified} under the prefix {status.prefix}, not {wanted}: {waiting}"
+        if status.pull_secret_mode != self.pull_secret_mode:
+            return f"{verified} in pull-secret mode {status.pull_secret_mode}, not {self.pull_secret_mode}: " + (
+                "waiting for the controller to verify it with the nodes' own role"
+                if self.pull_secret_mode == "node-role"
+                else "waiting for the controller to put the pull secret in every namespace and verify it"
+            )
         return None
 
 
@@ -228,7 +247,11 @@ class Check:
 
 
 def advance(
-    previous: UpstreamStatus | None, check: Check, now: datetime.datetime, registry: str = ""
+    previous: UpstreamStatus | None,
+    check: Check,
+    now: datetime.datetime,
+    registry: str = "",
+    pull_secret_mode: str = WITH_PULL_SECRET,
 ) -> UpstreamStatus:
     """The upstream's new status, given its last one and a fresh check (the hysteresis lives here).
 
@@ -239,20 +262,32 @@ def advance(
       upstream verified before stays verified, keeping its last success time, until HOLD_FAILURES
       such failures in a row span HOLD_SECONDS; one not verified before stays unverified.
 
-    Every entry records `registry`; a hold is only for the same registry and prefix.
+    Every entry records `registry` and `pull_secret_mode`; a hold is only for the same registry, prefix
+    and mode.
     """
+    mode = pull_secret_mode
     if check.problem is None:
-        return UpstreamStatus(check.upstream, check.prefix, True, "", now, registry)
+        return UpstreamStatus(check.upstream, check.prefix, True, "", now, registry, pull_secret_mode=mode)
     held = (
-        previous is not None and previous.verified and (previous.prefix, previous.registry) == (check.prefix, registry)
+        previous is not None
+        and previous.verified
+        and (previous.prefix, previous.registry, previous.pull_secret_mode) == (check.prefix, registry, mode)
     )
     if not check.transient or not held or previous is None:
-        return UpstreamStatus(check.upstream, check.prefix, False, check.problem, now, registry)
+        return UpstreamStatus(check.upstream, check.prefix, False, check.problem, now, registry, pull_secret_mode=mode)
     since = previous.held_since or now
     failures = previous.transient_failures + 1
     if failures >= HOLD_FAILURES and (now - since).total_seconds() >= HOLD_SECONDS:
         reason = f"{check.problem} (transient errors since {since.isoformat(timespec='seconds')}, {failures} in a row)"
-        return UpstreamStatus(check.upstream, check.prefix, False, reason, now, registry)
+        return UpstreamStatus(check.upstream, check.prefix, False, reason, now, registry, pull_secret_mode=mode)
     return UpstreamStatus(
-        check.upstream, check.prefix, True, check.problem, previous.checked_at, registry, since, failures
+        check.upstream,
+        check.prefix,
+        True,
+        check.problem,
+        previous.checked_at,
+        registry,
+        since,
+        failures,
+        pull_secret_mode=mode,
     )

@@ -21,6 +21,7 @@ def scan(settings: ScanSettings) -> int:
         opt_out_label=settings.opt_out_label,
         exclude_namespaces=frozenset(settings.exclude_namespaces),
         mode="enforce",
+        pull_secret_mode=settings.pull_secret_mode,
     )
     verified, missing = cluster.published_verification(
         api,

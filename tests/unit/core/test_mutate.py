@@ -18,6 +18,7 @@ from webhook.core.rewrite import Reason, RewriteRules
 
 POLICY = PodPolicy(rules=RewriteRules(registry=REGISTRY))
 AUDIT = PodPolicy(rules=RewriteRules(registry=REGISTRY), mode="audit")
+NODE_ROLE = PodPolicy(rules=RewriteRules(registry=REGISTRY), pull_secret_mode="node-role")
 
 
 def pod(*images: str, **spec: Any) -> dict[str, Any]:
@@ -129,6 +130,33 @@ def test_ephemeral_subresource_without_our_secret_leaves_the_image_with_a_reason
     assert [c.decision.reason for c in mutation.containers] == [Reason.PULL_SECRET_MISSING]
 
 
+def test_in_node_role_mode_images_are_rewritten_and_no_pull_secret_is_added() -> None:
+    original = pod("nginx:1.27", "bitnami/redis:7.2", imagePullSecrets=[{"name": "other"}])
+    mutation = mutate_pod(original, NODE_ROLE, namespace="default")
+    result = applied(original, mutation.patch)
+    assert [c["image"] for c in result["spec"]["containers"]] == [
+        f"{REGISTRY}/docker-hub/library/nginx:1.27",
+        f"{REGISTRY}/docker-hub/bitnami/redis:7.2",
+    ]
+    assert result["spec"]["imagePullSecrets"] == [{"name": "other"}]
+    assert not any("imagePullSecrets" in op["path"] for op in mutation.patch)
+    assert json.loads(result["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]) == {
+        "c0": "nginx:1.27",
+        "c1": "bitnami/redis:7.2",
+    }
+    bare = pod("nginx")
+    assert "imagePullSecrets" not in applied(bare, mutate_pod(bare, NODE_ROLE, namespace="x").patch)["spec"]
+
+
+def test_in_node_role_mode_a_new_ephemeral_container_is_rewritten_without_our_secret() -> None:
+    old = pod("nginx")
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox"}]
+    mutation = mutate_pod(new, NODE_ROLE, namespace="default", sub_resource="ephemeralcontainers", old_pod=old)
+    rewritten = f"{REGISTRY}/docker-hub/library/busybox"
+    assert mutation.patch == [{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": rewritten}]
+
+
 def test_a_container_without_an_image_is_left_alone() -> None:
     original = {"metadata": {}, "spec": {"containers": [{"name": "x"}, {"name": "y", "image": 42}]}}
     mutation = mutate_pod(original, POLICY, namespace="default")
@@ -141,7 +169,7 @@ def test_escape_pointer() -> None:
 
 
 @settings(max_examples=300)
-@given(pods(), st.sampled_from([POLICY, AUDIT]))
+@given(pods(), st.sampled_from([POLICY, AUDIT, NODE_ROLE]))
 def test_the_patch_applied_equals_the_mutated_copy_and_the_diff(original: dict[str, Any], policy: PodPolicy) -> None:
     before = copy.deepcopy(original)
     mutation = mutate_pod(original, policy, namespace="default")
@@ -154,7 +182,7 @@ def test_the_patch_applied_equals_the_mutated_copy_and_the_diff(original: dict[s
         assert mutation.patch == []
 
 
-@given(pods())
-def test_mutating_twice_equals_mutating_once(original: dict[str, Any]) -> None:
-    once = applied(original, mutate_pod(original, POLICY, namespace="default").patch)
-    assert mutate_pod(once, POLICY, namespace="default").patch == []
+@given(pods(), st.sampled_from([POLICY, NODE_ROLE]))
+def test_mutating_twice_equals_mutating_once(original: dict[str, Any], policy: PodPolicy) -> None:
+    once = applied(original, mutate_pod(original, policy, namespace="default").patch)
+    assert mutate_pod(once, policy, namespace="default").patch == []

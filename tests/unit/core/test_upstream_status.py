@@ -220,3 +220,38 @@ def test_every_entry_names_the_registry_and_a_hold_is_for_the_same_registry() ->
     throttled = Check("docker.io", "docker-hub", "Throttling", transient=True)
     assert advance(verified, throttled, NOW + HALF, REGISTRY).verified
     assert not advance(verified, throttled, NOW + HALF, OTHER_REGISTRY).verified
+
+
+def test_a_verification_is_trusted_only_for_the_pull_secret_mode_it_was_made_in() -> None:
+    """Switching modes never rides on the other mode's verification, either way."""
+    in_secret_mode = document(docker_io=True).to_json()
+    node_role = verification(StatusDocument.parse(in_secret_mode), NOW, HOUR, target=RULES.status_target("node-role"))
+    decision = decide("nginx", RULES, node_role)
+    assert (decision.reason, decision.detail) == (
+        Reason.UPSTREAM_UNVERIFIED,
+        "the upstream status verified docker.io in pull-secret mode secret, not node-role: "
+        "waiting for the controller to verify it with the nodes' own role",
+    )
+    by_the_nodes = StatusDocument(
+        NOW, (advance(None, Check("docker.io", "docker-hub"), NOW, REGISTRY, "node-role"),)
+    ).to_json()
+    assert json.loads(by_the_nodes)["upstreams"]["docker.io"]["pullSecretMode"] == "node-role"
+    assert decide("nginx", RULES, node_role).reason is Reason.UPSTREAM_UNVERIFIED
+    trusted = verification(StatusDocument.parse(by_the_nodes), NOW, HOUR, target=RULES.status_target("node-role"))
+    assert decide("nginx", RULES, trusted).reason is Reason.REWRITTEN
+    back = decide("nginx", RULES, trusted_by(RULES, by_the_nodes))
+    assert back.reason is Reason.UPSTREAM_UNVERIFIED
+    assert back.detail.endswith("waiting for the controller to put the pull secret in every namespace and verify it")
+
+
+def test_a_document_from_before_the_mode_existed_counts_as_secret_mode() -> None:
+    old = json.loads(document(docker_io=True).to_json())
+    del old["upstreams"]["docker.io"]["pullSecretMode"]
+    assert decide("nginx", RULES, trusted_by(RULES, json.dumps(old))).reason is Reason.REWRITTEN
+
+
+def test_a_hold_is_for_the_same_pull_secret_mode() -> None:
+    verified = advance(None, Check("docker.io", "docker-hub"), NOW, REGISTRY, "secret")
+    throttled = Check("docker.io", "docker-hub", "Throttling", transient=True)
+    assert advance(verified, throttled, NOW + HALF, REGISTRY, "secret").verified
+    assert not advance(verified, throttled, NOW + HALF, REGISTRY, "node-role").verified
