@@ -11,7 +11,14 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliApp
 
-from webhook.settings import ENV_PREFIX, ControllerSettings, RewriteCommandSettings, ScanSettings, WebhookSettings
+from webhook.settings import (
+    ENV_PREFIX,
+    ControllerSettings,
+    DoctorSettings,
+    RewriteCommandSettings,
+    ScanSettings,
+    WebhookSettings,
+)
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -23,6 +30,7 @@ commands:
   controller keep a fresh ECR pull secret in every namespace
   demo       start a local webhook on a throwaway certificate and show a pod before and after
   scan       read the cluster and show what the webhook would do to every workload (read-only)
+  doctor     check an installation: pass, warn or fail, each with its fix (exit 1 on any fail)
 
 Every setting is a flag and an environment variable ECR_PULLTHROUGH_<NAME>; see `COMMAND --help`.
 """
@@ -145,6 +153,12 @@ def run_scan(args: Sequence[str]) -> int:
     return scan(_load(ScanSettings, "scan", args))
 
 
+def run_doctor(args: Sequence[str]) -> int:
+    from webhook.ops.doctor import doctor
+
+    return doctor(_load(DoctorSettings, "doctor", args))
+
+
 def run_demo(args: Sequence[str]) -> int:
     from webhook.admission.demo import run
 
@@ -157,6 +171,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "controller": run_controller,
     "demo": run_demo,
     "scan": run_scan,
+    "doctor": run_doctor,
 }
 
 

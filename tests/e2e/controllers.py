@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.controlplane import ControlPlane
@@ -96,3 +99,31 @@ def controller_process(
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def status_file_sync(plane: ControlPlane, path: Path, namespace: str, configmap: str) -> Iterator[None]:
+    """Keep `path` equal to the controller's status ConfigMap, as the kubelet keeps a mounted ConfigMap."""
+    stop = threading.Event()
+
+    def sync() -> None:
+        with plane.api_client() as api:
+            core = client.CoreV1Api(api)
+            while not stop.is_set():
+                try:
+                    data = core.read_namespaced_config_map(configmap, namespace).data or {}
+                except ApiException:
+                    data = {}
+                text = data.get("status.json")
+                if text is not None and (not path.exists() or path.read_text() != text):
+                    path.with_suffix(".new").write_text(text)
+                    os.replace(path.with_suffix(".new"), path)
+                stop.wait(0.5)
+
+    thread = threading.Thread(target=sync, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)

@@ -26,7 +26,6 @@ import socket
 import ssl
 import subprocess
 import tarfile
-import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,7 +35,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controllers import ControllerProcess, controller_process
+from tests.e2e.controllers import ControllerProcess, controller_process, status_file_sync
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.fixtures_webhook import registered
 from tests.e2e.webhookconfig import mutating_webhook_configuration
@@ -281,34 +280,6 @@ def kubelet(folder: Path, plane: ControlPlane) -> Iterator[subprocess.Popen[byte
 # -- the project: controller and webhook ------------------------------------------
 
 
-@contextmanager
-def status_file_sync(plane: ControlPlane, path: Path) -> Iterator[None]:
-    """Keep `path` equal to the controller's status ConfigMap, as the kubelet keeps a mounted ConfigMap."""
-    stop = threading.Event()
-
-    def sync() -> None:
-        with plane.api_client() as api:
-            core = client.CoreV1Api(api)
-            while not stop.is_set():
-                try:
-                    data = core.read_namespaced_config_map(STATUS_CONFIGMAP, RELEASE_NAMESPACE).data or {}
-                except ApiException:
-                    data = {}
-                text = data.get("status.json")
-                if text is not None and (not path.exists() or path.read_text() != text):
-                    path.with_suffix(".new").write_text(text)
-                    os.replace(path.with_suffix(".new"), path)
-                stop.wait(0.5)
-
-    thread = threading.Thread(target=sync, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
-
-
 class NodeBed:
     """The running bed. The controller and the webhook can be stopped and started again by a test."""
 
@@ -411,7 +382,7 @@ def node_bed(folder: Path) -> Iterator[NodeBed]:
         bed = NodeBed(folder, plane, ecr, standin, ca_path)
         stack.callback(bed.close)
         bed.start_controller()
-        stack.enter_context(status_file_sync(plane, bed.status_path))
+        stack.enter_context(status_file_sync(plane, bed.status_path, RELEASE_NAMESPACE, STATUS_CONFIGMAP))
         bed.start_webhook()
         stack.enter_context(kubelet(folder, plane))
         yield bed
