@@ -379,3 +379,19 @@ def test_without_aws_credentials_the_aws_side_is_a_warning(installation: Install
     assert doctor.code == 0
     assert doctor.status("AWS identity") == "warn"
     assert doctor.line("AWS identity")["message"].startswith("no AWS credentials here")
+
+
+def test_the_controllers_metrics_when_reachable(installation: Installation) -> None:
+    healthy(installation)
+    assert installation.controller is not None
+    url = f"http://127.0.0.1:{installation.controller.port}"
+    doctor = wait_for(
+        lambda: (d := installation.doctor("--check", "controller", "--controller-url", url)).code == 0 and d,
+        timeout=30,
+        interval=0.5,
+        what="the leader's metrics",
+    )
+    assert doctor.line("ECR token (metrics)")["message"].startswith("the leader's token expires in 11h")
+    assert doctor.line("namespaces (metrics)")["message"] == "3 of 3 namespaces in sync"
+    stopped = installation.doctor("--check", "controller", "--controller-url", "http://127.0.0.1:9")
+    assert stopped.status("controller's metrics") == "fail"
