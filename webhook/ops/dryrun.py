@@ -64,7 +64,7 @@ def check_webhook_answers(
             CHECK,
             NAME,
             f"the webhook leaves every pod in {namespace} alone ({mutation.skipped})",
-            "pass --dry-run-namespace with a namespace the webhook serves",
+            "pass --dry-run-namespace (helm test: the value helmTest.namespace) with a namespace the webhook serves",
         )
     [decision] = [item.decision for item in mutation.containers]
     if decision.reason is Reason.UPSTREAM_UNVERIFIED:
