@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGE ?= ecr-pullthrough:dev
 
-.PHONY: help venv lint controlplane node-bed test test-unit test-e2e test-node demo bench lock image chart-docs clean
+.PHONY: help venv lint controlplane node-bed test test-unit test-e2e test-node demo demo-cluster bench lock image chart-docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,11 +45,15 @@ test-unit: venv ## Unit and property tests only (no control plane)
 test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver only
 	$(BIN)/pytest -p no:cacheprovider -m e2e
 
-test-node: venv controlplane node-bed ## Pods pulled through an ECR stand-in by a real kubelet, in a private namespace (root)
-	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node
+test-node: venv controlplane node-bed ## Pods pulled through an ECR stand-in by a real kubelet, in a private namespace (root); then demo-cluster --once
+	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node --deselect tests/node/test_demo_cluster.py
+	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node/test_demo_cluster.py
 
 demo: venv ## Run the webhook locally on a throwaway certificate and show a sample pod rewritten
 	$(BIN)/ecr-pullthrough demo
+
+demo-cluster: venv controlplane node-bed ## The whole product on one machine (root, Linux): pods really pulled through the cache; DEMO_ARGS=--once exits after printing
+	$(BIN)/python -m tests.node.enter $(BIN)/python -m tests.node.demo $(DEMO_ARGS)
 
 bench: venv ## Measure decisions, webhook throughput and latency, controller sync times; writes bench-results.json
 	$(BIN)/python -m tests.bench --output bench-results.json

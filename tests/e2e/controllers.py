@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+from urllib3.exceptions import HTTPError
 
 from tests.e2e.controlplane import ControlPlane
 from tests.fake_ecr import FakeEcr
@@ -111,8 +112,8 @@ def status_file_sync(plane: ControlPlane, path: Path, namespace: str, configmap:
             core = client.CoreV1Api(api)
             while not stop.is_set():
                 try:
-                    data = core.read_namespaced_config_map(configmap, namespace).data or {}
-                except ApiException:
+                    data = core.read_namespaced_config_map(configmap, namespace, _request_timeout=5).data or {}
+                except (ApiException, HTTPError, OSError):  # the API server may stop first
                     data = {}
                 text = data.get("status.json")
                 if text is not None and (not path.exists() or path.read_text() != text):

@@ -20,8 +20,10 @@ containerd sends the kubelet's credentials to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -213,6 +215,47 @@ def containerd(folder: Path, ca_path: Path) -> Iterator[None]:
         yield
     finally:
         stop_process(process)
+        stop_pods_left_behind()
+
+
+def stop_pods_left_behind() -> None:
+    """The pods' shims and containers outlive containerd (by design: a containerd restart keeps pods running).
+    Kill the shims of this network namespace and everything under them, and wait until they are gone."""
+    own = os.readlink("/proc/self/ns/net")
+    doomed: list[int] = []
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or os.readlink(f"/proc/{entry}/ns/net") != own:
+                continue
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().startswith("containerd-shim"):
+                    doomed.extend(_with_descendants(int(entry)))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    for pid in reversed(doomed):  # containers first, then their shim
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not [pid for pid in doomed if Path(f"/proc/{pid}").exists() and not _zombie(pid)],
+             timeout=30, what="the pods' shims and containers to end")  # fmt: skip
+
+
+def _with_descendants(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            for child in listed.read().split():
+                found.extend(_with_descendants(int(child)))
+    except OSError:
+        pass
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def kubelet_config(folder: Path) -> Path:
