@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.fixtures_webhook import admissions, new_namespace
 from tests.node.bed import NODE, PULL_SECRET, RELEASE_NAMESPACE, STATUS_CONFIGMAP, UPSTREAM, NodeBed, node_bed
-from tests.node.enter import INSIDE
+from tests.node.enter import ECR_HOST, INSIDE
 from tests.node.pods import node_pod, wait_verified
 from tests.support import wait_for
 from webhook.core.upstream_status import StatusDocument
@@ -101,6 +101,19 @@ def why(bed: NodeBed, namespace: str, stored: dict[str, Any], container: str) ->
     return str(last.get("skipped") or "?")
 
 
+def pulled_from(bed: NodeBed, stored: dict[str, Any]) -> str:
+    """Where containerd pulled the pod's image, from the ECR stand-in's request log."""
+    image = stored["spec"]["containers"][0]["image"]
+    if not image.startswith(f"{ECR_HOST}/"):
+        return f"not the cache: {image.split('/')[0] if '.' in image.split('/')[0] else 'docker.io'} directly"
+    repository = image.removeprefix(f"{ECR_HOST}/").rsplit(":", 1)[0]
+    pulls = [r for r in bed.standin.requests if r.agent.startswith("containerd/") and f"/v2/{repository}/" in r.path]
+    answered = [r for r in pulls if r.status == 200]
+    if not answered:
+        return f"the ECR stand-in refused it ({', '.join(str(r.status) for r in pulls) or 'no request'})"
+    return f"the ECR stand-in, as {answered[-1].user} with fake-ECR token #{answered[-1].token}"
+
+
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -156,8 +169,8 @@ def report(bed: NodeBed, namespace: str, names: list[str]) -> str:
         f"(registry {s.registry}, prefix {s.prefix}, checked {s.checked_at.isoformat(timespec='seconds')})"
         for s in document.upstreams
     ]
-    phases = [["POD", "PHASE", "NODE"]] + [
-        [name, phase_of(stored), str(stored["spec"].get("nodeName"))] for name, stored in pods.items()
+    phases = [["POD", "PHASE", "PULLED FROM"]] + [
+        [name, phase_of(stored), pulled_from(bed, stored)] for name, stored in pods.items()
     ]
     return "\n".join(
         [
@@ -170,7 +183,7 @@ def report(bed: NodeBed, namespace: str, names: list[str]) -> str:
             f"The upstream status the controller published ({RELEASE_NAMESPACE}/{STATUS_CONFIGMAP}):",
             *upstreams,
             "",
-            "Each pod's phase (a real kubelet and containerd; quay.io is not reachable offline):",
+            "Each pod's phase on the node (a real kubelet and containerd; quay.io cannot be reached offline):",
             table(phases),
         ]
     )

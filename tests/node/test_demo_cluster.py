@@ -64,7 +64,8 @@ def test_the_demo_shows_each_decision_the_secret_redacted_and_every_phase_then_s
     assert "fake-ecr-password" not in output, "a token reached the output"
     assert "  docker.io: verified (registry " in output
     table = output.split("Each pod's phase")[1].split("all of it took")[0]
-    phases = {line.split()[0]: line.split()[1] for line in table.splitlines()[2:] if line.strip()}
+    lines = {line.split()[0]: line.split(maxsplit=2) for line in table.splitlines()[2:] if line.strip()}
+    phases = {name: words[1] for name, words in lines.items()}
     assert phases == {
         "official": "Succeeded",
         "organisation": "Succeeded",
@@ -72,6 +73,9 @@ def test_the_demo_shows_each_decision_the_secret_redacted_and_every_phase_then_s
         "quay": "Pending",  # quay.io cannot be reached offline: left alone, it fails as it would without us
         "opted-out": "Succeeded",
     }
+    assert lines["official"][2].endswith("the ECR stand-in, as AWS with fake-ECR token #1")
+    assert lines["organisation"][2].endswith("the ECR stand-in, as AWS with fake-ECR token #1")
+    assert lines["opted-out"][2].endswith("not the cache: docker.io directly")
     # Stopped everything it started: no process left in this namespace, no folder left behind.
     assert processes_in_this_network() == set()
     assert not Path(CONTAINERD_SOCKET).exists()
