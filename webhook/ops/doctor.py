@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import ConfigException
 from urllib3.exceptions import HTTPError
 
 from webhook.controller.ecr import aws_session, ecr_client, sts_client
@@ -51,7 +52,12 @@ def run_checks(settings: DoctorSettings) -> Checklist:
         )
     if not selected - {"aws"}:
         return checklist
-    cluster = checks.Cluster(api_client(settings.kubeconfig), settings.namespace)
+    try:
+        cluster = checks.Cluster(api_client(settings.kubeconfig), settings.namespace)
+    except ConfigException as error:
+        fix = "pass --kubeconfig, or set KUBECONFIG, for the cluster to check"
+        checklist.add(failed("cluster", "Kubernetes API", f"no cluster to talk to: {error}", fix))
+        return checklist
     try:
         _cluster_checks(settings, cluster, checklist, selected, now, max_age)
     except (HTTPError, OSError, ApiException) as error:
