@@ -322,3 +322,44 @@ def test_the_test_may_create_pods_only_in_its_namespace_and_read_only_the_status
     args = pod["spec"]["containers"][0]["args"]
     assert args[:2] == ["doctor", "--check=webhook"]
     assert '--exclude-namespaces=["kube-system","ecr-pullthrough"]' in args
+
+
+def test_the_tests_service_account_may_only_dry_run_pods(
+    control_plane: ControlPlane, helm: Path, tmp_path: Path
+) -> None:
+    from tests.e2e.chart import apply, render
+
+    suffix = uuid.uuid4().hex[:6]
+    namespace, tenant = f"helm-test-rbac-{suffix}", f"helm-test-rbac-tenant-{suffix}"
+    control_plane.create_namespace(namespace)
+    control_plane.create_namespace(tenant)
+    objects = render(
+        helm,
+        release=f"rbac{suffix}",
+        namespace=namespace,
+        show_only=("templates/tests/test-webhook.yaml",),
+        set_values={"helmTest.namespace": tenant},
+    )
+    with control_plane.api_client() as api:
+        apply(api, [obj for obj in objects if obj["kind"] != "Pod"], namespace)
+    [account] = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "ServiceAccount"]
+    token = control_plane.service_account_token(namespace, account)
+    pod = {"metadata": {"name": "real"}, "spec": {"containers": [{"name": "c", "image": "hello-world:latest"}]}}
+    with control_plane.api_client(token) as api:
+        core = client.CoreV1Api(api)
+        assert core.create_namespaced_pod(tenant, pod, dry_run="All").metadata.name == "real"
+
+        def refused() -> str | None:
+            try:
+                core.create_namespaced_pod(tenant, pod)
+            except ApiException as error:
+                return str(error.body) if error.status in (403, 422) else None
+            with control_plane.api_client() as admin:  # the policy was not loaded yet: remove it, try again
+                client.CoreV1Api(admin).delete_namespaced_pod("real", tenant, grace_period_seconds=0)
+            return None
+
+        message = wait_for(refused, timeout=30, interval=0.2, what="the policy to refuse a real pod")
+        assert "the helm test of ecr-pullthrough may only dry-run pods" in message
+        with pytest.raises(ApiException) as elsewhere:
+            core.create_namespaced_pod(namespace, pod, dry_run="All")
+        assert elsewhere.value.status == 403  # RBAC: pods only in helmTest.namespace
