@@ -18,9 +18,11 @@ from webhook.core.pullsecret import INSTANCE_LABEL
 from webhook.core.selectors import parse_selector
 from webhook.core.upstream_status import verification
 from webhook.ops import cluster_checks as checks
+from webhook.ops import controller_view as controller
 from webhook.ops.aws_checks import aws_checks
 from webhook.ops.checklist import Checklist, failed, forbidden
 from webhook.ops.dryrun import check_webhook_answers
+from webhook.ops.kubeapi import Cluster, Forbidden
 from webhook.settings import DoctorSettings
 
 
@@ -53,7 +55,7 @@ def run_checks(settings: DoctorSettings) -> Checklist:
     if not selected - {"aws"}:
         return checklist
     try:
-        cluster = checks.Cluster(api_client(settings.kubeconfig), settings.namespace)
+        cluster = Cluster(api_client(settings.kubeconfig), settings.namespace)
     except ConfigException as error:
         fix = "pass --kubeconfig, or set KUBECONFIG, for the cluster to check"
         checklist.add(failed("cluster", "Kubernetes API", f"no cluster to talk to: {error}", fix))
@@ -68,7 +70,7 @@ def run_checks(settings: DoctorSettings) -> Checklist:
 
 def _cluster_checks(
     settings: DoctorSettings,
-    cluster: checks.Cluster,
+    cluster: Cluster,
     checklist: Checklist,
     selected: set[str],
     now: datetime.datetime,
@@ -78,7 +80,7 @@ def _cluster_checks(
     try:
         document, problem = cluster.status_document(settings.upstream_status_configmap)
         status_forbidden = None
-    except checks.Forbidden as error:
+    except Forbidden as error:
         document, problem, status_forbidden = None, "", error
     if "controller" in selected:
         if status_forbidden is not None:
@@ -86,11 +88,11 @@ def _cluster_checks(
                 forbidden("controller", "controller's upstream checks", status_forbidden.rule, status_forbidden.where)
             )
         else:
-            checklist.add(*checks.controller_upstreams(document, problem, rewrite_rules.status_target(), now, max_age))
-        checklist.add(checks.controller_token(cluster, settings.secret_name, now))
+            checklist.add(*controller.upstreams(document, problem, rewrite_rules.status_target(), now, max_age))
+        checklist.add(controller.token(cluster, settings.secret_name, now))
         if settings.controller_url:
-            checklist.add(*checks.controller_metrics(settings.controller_url, now))
-        checklist.add(checks.controller_events(cluster, now))
+            checklist.add(*controller.metrics(settings.controller_url, now))
+        checklist.add(controller.events(cluster, now))
     if "pull-secrets" in selected:
         opted_out = parse_selector(f"{settings.opt_out_label}=true")
         by_labels = parse_selector(settings.exclude_namespace_selector)
@@ -143,13 +145,13 @@ def _cluster_checks(
             checklist.add(checks.upstream_status_fresh(document, problem, now, max_age))
 
 
-def _instance(settings: DoctorSettings, cluster: checks.Cluster) -> str:
+def _instance(settings: DoctorSettings, cluster: Cluster) -> str:
     """The installation's instance: as given, else the label of the pull Secret in the release namespace
     (the chart's admission policy lets only the controller write it); "" when unknown (not compared)."""
     if settings.instance:
         return settings.instance
     try:
         secret = cluster.secret_metadata(settings.secret_name, settings.namespace)
-    except checks.Forbidden:
+    except Forbidden:
         return ""
     return str((((secret or {}).get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL, ""))
