@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 IMAGE ?= ecr-pullthrough:dev
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 
-.PHONY: help venv lint controlplane node-bed image-bed test test-unit test-e2e test-node test-image demo bench lock image image-local push sbom chart-docs clean
+.PHONY: help venv lint controlplane node-bed image-bed test test-unit test-e2e test-node test-image demo demo-cluster bench lock image image-local push sbom chart-docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,14 +50,18 @@ test-unit: venv ## Unit, property and integration tests only (no control plane, 
 test-e2e: venv controlplane ## End-to-end tests against a local kube-apiserver only
 	$(BIN)/pytest -p no:cacheprovider -m e2e
 
-test-node: venv controlplane node-bed ## Pods pulled through an ECR stand-in by a real kubelet, in a private namespace (root)
-	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node
+test-node: venv controlplane node-bed ## Pods pulled through an ECR stand-in by a real kubelet, in a private namespace (root); then demo-cluster --once
+	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node --deselect tests/node/test_demo_cluster.py
+	$(BIN)/python -m tests.node.enter $(BIN)/pytest -p no:cacheprovider -m node tests/node/test_demo_cluster.py
 
 test-image: venv image-bed ## Build the image with buildah on local Debian bases and run it (root; ~1.5 min warm, ~2.5 cold)
 	$(BIN)/pytest -p no:cacheprovider -m image tests/image
 
 demo: venv ## Run the webhook locally on a throwaway certificate and show a sample pod rewritten
 	$(BIN)/ecr-pullthrough demo
+
+demo-cluster: venv controlplane node-bed ## The whole product on one machine (root, Linux): pods really pulled through the cache; DEMO_ARGS=--once exits after printing
+	$(BIN)/python -m tests.node.enter $(BIN)/python -m tests.node.demo $(DEMO_ARGS)
 
 bench: venv ## Measure decisions, webhook throughput and latency, controller sync times; writes bench-results.json
 	$(BIN)/python -m tests.bench --output bench-results.json

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, CliApp
 from webhook.settings import (
     ENV_PREFIX,
     ControllerSettings,
+    DoctorSettings,
     RemovePullSecretsSettings,
     RewriteCommandSettings,
     ScanSettings,
@@ -32,6 +33,7 @@ commands:
   scan       read the cluster and show what the webhook would do to every workload (read-only)
   remove-pull-secrets
              after a switch to --pull-secret-mode node-role: remove this installation's pull Secrets
+  doctor     check an installation: pass, warn or fail, each with its fix (exit 1 on any fail)
 
 Every setting is a flag and an environment variable ECR_PULLTHROUGH_<NAME>; see `COMMAND --help`.
 """
@@ -160,6 +162,12 @@ def run_remove_pull_secrets(args: Sequence[str]) -> int:
     return run(_load(RemovePullSecretsSettings, "remove-pull-secrets", args))
 
 
+def run_doctor(args: Sequence[str]) -> int:
+    from webhook.ops.doctor import doctor
+
+    return doctor(_load(DoctorSettings, "doctor", args))
+
+
 def run_demo(args: Sequence[str]) -> int:
     from webhook.admission.demo import run
 
@@ -173,6 +181,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": run_demo,
     "scan": run_scan,
     "remove-pull-secrets": run_remove_pull_secrets,
+    "doctor": run_doctor,
 }
 
 

@@ -325,6 +325,74 @@ class RemovePullSecretsSettings(BaseSettings):
         return value
 
 
+DOCTOR_CHECKS = ("controller", "aws", "pull-secrets", "webhook-configuration", "webhook", "upstream-status")
+
+
+class DoctorSettings(CommonSettings):
+    """`ecr-pullthrough doctor`: a checklist of what works and what to fix, each line pass, warn or fail.
+
+    The names default to a release named ecr-pullthrough (the chart's names for another release:
+    `<release>-ecr-pullthrough-...`). The exit status is 1 when any check fails.
+    """
+
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
+    )
+    namespace: str = Field("ecr-pullthrough", description="the release namespace")
+    check: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DOCTOR_CHECKS),
+        description="the checks to run, comma-separated: " + ",".join(DOCTOR_CHECKS),
+    )
+    upstream_status_configmap: str = Field(
+        "ecr-pullthrough-upstream-status", description="the controller's upstream status ConfigMap (in --namespace)"
+    )
+    upstream_status_max_age_seconds: float = Field(
+        7200, gt=0, description="an upstream status older than this counts as unknown, as for the webhook"
+    )
+    require_verified_upstreams: bool = Field(
+        True, description="as the webhook is set: false means it rewrites without the controller's verification"
+    )
+    webhook_configuration: str = Field("ecr-pullthrough", description="the MutatingWebhookConfiguration")
+    webhook_tls_secret: str = Field(
+        "ecr-pullthrough-webhook-tls",
+        description="the Secret (in --namespace) holding the webhook's serving certificate",
+    )
+    instance: str = Field(
+        "",
+        description="the installation's ecr-pullthrough/instance label (default: the label of the pull Secret "
+        "in --namespace, which only the controller may write)",
+    )
+    exclude_namespace_selector: str = Field(
+        "", description="as the controller is set: label selector of namespaces that get no pull secret"
+    )
+    dry_run_namespace: str = Field(
+        "default", description="where the dry-run pod is created: a namespace the webhook does not exclude"
+    )
+    dry_run_image: str = Field("hello-world:latest", description="the Docker Hub image of the dry-run pod")
+    controller_url: str = Field(
+        "",
+        description="the controller's http address for its /metrics (e.g. through `kubectl port-forward`); "
+        "without it the controller's view comes from its status ConfigMap, Secret and Events only",
+    )
+    output: Literal["text", "json"] = Field("text", description="a checklist, or JSON for scripts")
+
+    _split_checks = field_validator("check", mode="before")(_split_list)
+
+    @field_validator("check")
+    @classmethod
+    def _check_checks(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DOCTOR_CHECKS))
+        if unknown:
+            raise ValueError(f"unknown check {', '.join(unknown)}: choose from {', '.join(DOCTOR_CHECKS)}")
+        return value
+
+    @field_validator("exclude_namespace_selector")
+    @classmethod
+    def _check_selector(cls, value: str) -> str:
+        parse_selector(value)
+        return value
+
+
 class ControllerSettings(CommonSettings):
     """`ecr-pullthrough controller`: keeps a fresh ECR pull secret in every namespace."""
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+from urllib3.exceptions import HTTPError
 
 from tests.e2e.controlplane import ControlPlane
 from tests.fake_ecr import FakeEcr
@@ -96,3 +100,31 @@ def controller_process(
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def status_file_sync(plane: ControlPlane, path: Path, namespace: str, configmap: str) -> Iterator[None]:
+    """Keep `path` equal to the controller's status ConfigMap, as the kubelet keeps a mounted ConfigMap."""
+    stop = threading.Event()
+
+    def sync() -> None:
+        with plane.api_client() as api:
+            core = client.CoreV1Api(api)
+            while not stop.is_set():
+                try:
+                    data = core.read_namespaced_config_map(configmap, namespace, _request_timeout=5).data or {}
+                except (ApiException, HTTPError, OSError):  # the API server may stop first
+                    data = {}
+                text = data.get("status.json")
+                if text is not None and (not path.exists() or path.read_text() != text):
+                    path.with_suffix(".new").write_text(text)
+                    os.replace(path.with_suffix(".new"), path)
+                stop.wait(0.5)
+
+    thread = threading.Thread(target=sync, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)

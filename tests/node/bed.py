@@ -23,14 +23,15 @@ containerd sends the kubelet's credentials to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tarfile
-import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,7 +41,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controllers import ControllerProcess, controller_process
+from tests.e2e.controllers import ControllerProcess, controller_process, status_file_sync
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.fixtures_webhook import registered
 from tests.e2e.webhookconfig import mutating_webhook_configuration
@@ -221,6 +222,47 @@ def containerd(folder: Path, ca_path: Path) -> Iterator[None]:
         yield
     finally:
         stop_process(process)
+        stop_pods_left_behind()
+
+
+def stop_pods_left_behind() -> None:
+    """The pods' shims and containers outlive containerd (by design: a containerd restart keeps pods running).
+    Kill the shims of this network namespace and everything under them, and wait until they are gone."""
+    own = os.readlink("/proc/self/ns/net")
+    doomed: list[int] = []
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or os.readlink(f"/proc/{entry}/ns/net") != own:
+                continue
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().startswith("containerd-shim"):
+                    doomed.extend(_with_descendants(int(entry)))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    for pid in reversed(doomed):  # containers first, then their shim
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not [pid for pid in doomed if Path(f"/proc/{pid}").exists() and not _zombie(pid)],
+             timeout=30, what="the pods' shims and containers to end")  # fmt: skip
+
+
+def _with_descendants(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            for child in listed.read().split():
+                found.extend(_with_descendants(int(child)))
+    except OSError:
+        pass
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 CREDENTIAL_PROVIDER = "ecr-credential-provider"  # the name EKS gives its plugin
@@ -322,34 +364,6 @@ def kubelet(folder: Path, plane: ControlPlane) -> Iterator[subprocess.Popen[byte
 
 
 # -- the project: controller and webhook ------------------------------------------
-
-
-@contextmanager
-def status_file_sync(plane: ControlPlane, path: Path) -> Iterator[None]:
-    """Keep `path` equal to the controller's status ConfigMap, as the kubelet keeps a mounted ConfigMap."""
-    stop = threading.Event()
-
-    def sync() -> None:
-        with plane.api_client() as api:
-            core = client.CoreV1Api(api)
-            while not stop.is_set():
-                try:
-                    data = core.read_namespaced_config_map(STATUS_CONFIGMAP, RELEASE_NAMESPACE).data or {}
-                except ApiException:
-                    data = {}
-                text = data.get("status.json")
-                if text is not None and (not path.exists() or path.read_text() != text):
-                    path.with_suffix(".new").write_text(text)
-                    os.replace(path.with_suffix(".new"), path)
-                stop.wait(0.5)
-
-    thread = threading.Thread(target=sync, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 class NodeBed:
@@ -484,7 +498,7 @@ def node_bed(folder: Path) -> Iterator[NodeBed]:
         bed = NodeBed(folder, plane, ecr, standin, ca_path, imds)
         stack.callback(bed.close)
         bed.start_controller()
-        stack.enter_context(status_file_sync(plane, bed.status_path))
+        stack.enter_context(status_file_sync(plane, bed.status_path, RELEASE_NAMESPACE, STATUS_CONFIGMAP))
         bed.start_webhook()
         stack.enter_context(kubelet(folder, plane))
         yield bed

@@ -54,11 +54,45 @@ def inside(command: list[str]) -> int:
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", directory], check=True)
     os.environ[INSIDE] = "1"
     try:
-        return subprocess.run(command, check=False).returncode
+        return run_in_own_group(command)
     finally:
         kill_leftovers()
         subprocess.run(["umount", "/etc/hosts"], check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_in_own_group(command: list[str]) -> int:
+    """Run `command` in a process group of its own and wait for it to end.
+
+    The terminal's Ctrl-C goes to its foreground process group, and the command's processes (etcd,
+    kube-apiserver, the kubelet...) would all die at once, under the command that stops them in order.
+    In a group of their own they do not get it: this process passes SIGINT and SIGTERM on to the command
+    alone, and waits while it stops what it started.
+    """
+    # unshare ignores SIGINT while it waits, and an ignored signal stays ignored across exec: the command
+    # gets it back, so that Python turns it into KeyboardInterrupt (pytest, the demo) and unwinds.
+    process = subprocess.Popen(command, process_group=0, preexec_fn=_default_interrupt)
+    handlers = {
+        signum: signal.signal(signum, lambda received, _: process.send_signal(received))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return process.wait()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            return [int(child) for child in listed.read().split()]
+    except OSError:
+        return []
 
 
 def kill_leftovers() -> None:
@@ -93,9 +127,21 @@ def main(argv: list[str]) -> int:
             return 2
         print(f"SKIPPED: {message}; run `sudo make test-node`", file=sys.stderr)
         return 0
-    unshare = ["unshare", "--net", "--mount", "--propagation", "private", "--fork", "--"]
+    # --kill-child: should unshare itself be killed, the process inside gets SIGTERM and unwinds.
+    unshare = ["unshare", "--net", "--mount", "--propagation", "private", "--fork", "--kill-child=SIGTERM", "--"]
     command = [*unshare, sys.executable, "-m", "tests.node.enter", "--inside", *argv]
-    return subprocess.run(command, env=dict(os.environ, **{OUTER: namespaces()}), check=False).returncode
+    process = subprocess.Popen(command, env=dict(os.environ, **{OUTER: namespaces()}))
+    # Ctrl-C reaches the process inside directly (same process group); unshare waits for it, and so do we.
+    # A SIGTERM sent to us is passed to it too (unshare itself ignores SIGINT and SIGTERM while it waits).
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    terminate = signal.signal(
+        signal.SIGTERM, lambda signum, _: [os.kill(child, signum) for child in children(process.pid)]
+    )
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, terminate)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,17 @@ class Verifier:
             return [Check(u.name, u.prefix, reason, error.transient) for u in self.upstreams]
         return [self._check(upstream, rules, token) for upstream in self.upstreams]
 
+    def check_rules(self) -> list[Check]:
+        """Each upstream's rule and credential, without the pull through the cache (which needs a token).
+
+        What `ecr-pullthrough doctor` asks with the operator's own credentials."""
+        try:
+            rules = self._rules()
+        except AwsError as error:
+            reason = f"ECR DescribePullThroughCacheRules failed ({error}): check the region and the IAM permissions"
+            return [Check(u.name, u.prefix, reason, error.transient) for u in self.upstreams]
+        return [Check(u.name, u.prefix, *self._rule_problem(u, rules)) for u in self.upstreams]
+
     def _rules(self) -> dict[str, dict[str, Any]]:
         rules: dict[str, dict[str, Any]] = {}
         try:
@@ -141,6 +152,13 @@ class Verifier:
     ) -> tuple[str | None, bool]:
         """(None, False) when verified, else one sentence saying what is wrong and what to fix, and
         whether the error is transient."""
+        problem, transient = self._rule_problem(upstream, rules)
+        if problem is not None or upstream.probe is None:
+            return problem, transient
+        return self._probe_problem(upstream, token)
+
+    def _rule_problem(self, upstream: Upstream, rules: dict[str, dict[str, Any]]) -> tuple[str | None, bool]:
+        """The rule for the upstream's prefix, pointing at it, with a valid credential if it has one."""
         rule = rules.get(upstream.prefix)
         if rule is None:
             elsewhere = sorted(prefix for prefix, r in rules.items() if upstream.served_by(r))
@@ -160,12 +178,8 @@ class Verifier:
                 f"{rule.get('upstreamRegistryUrl')}, not {upstream.registry_url}: fix the prefix or the rule"
             ), False
         if rule.get("credentialArn"):
-            problem, transient = self._credential_problem(upstream, str(rule["credentialArn"]))
-            if problem:
-                return problem, transient
-        if upstream.probe is None:
-            return None, False
-        return self._probe_problem(upstream, token)
+            return self._credential_problem(upstream, str(rule["credentialArn"]))
+        return None, False
 
     def _credential_problem(self, upstream: Upstream, credential: str) -> tuple[str | None, bool]:
         try:
