@@ -55,6 +55,19 @@ def upstreams(
                     "nothing yet: it flips to unverified after 3 failures over 5 minutes; check the path to ECR",
                 )
             )
+        elif status.degraded_since is not None and status.upstream in trusted.trial:
+            since = status.degraded_since.isoformat(timespec="seconds")
+            results.append(
+                failed(
+                    "controller",
+                    name,
+                    f"degraded since {since}: {status.degraded_reason}; new pods keep their original images"
+                    + (f" (one in {status.trial_one_in} is still rewritten)" if status.trial_one_in else ""),
+                    "the nodes cannot pull what the controller's probe can: check the node role's ECR permissions, "
+                    "a KMS key on the repository creation template, the repository quota and the network path "
+                    "from the nodes (README: the pull-outcome guard)",
+                )
+            )
         else:
             reason = trusted.reasons.get(status.upstream) or trusted.reason_for(status.upstream)
             results.append(
