@@ -53,12 +53,14 @@ def test_scan_reports_every_workload_once_with_the_webhooks_own_decisions(contro
                             "upstreams": {
                                 "docker.io": {
                                     "prefix": "docker-hub",
+                                    "registry": REGISTRY,
                                     "verified": True,
                                     "reason": "",
                                     "checkedAt": "2099-01-01T00:00:00+00:00",
                                 },
                                 "quay.io": {
                                     "prefix": "quay",
+                                    "registry": REGISTRY,
                                     "verified": False,
                                     "reason": "no rule for quay.io",
                                     "checkedAt": "2099-01-01T00:00:00+00:00",
@@ -167,6 +169,14 @@ def test_scan_reports_every_workload_once_with_the_webhooks_own_decisions(contro
     code, text = scan(control_plane.kubeconfig_path, "--upstreams", "quay.io=quay", "--namespace", home)
     assert code == 0
     assert f"{apps}  (3 of 6 images through the cache)" in text
+    # As the webhook does, scan trusts a verification only for its own target: not under another prefix.
+    code, output = scan(control_plane.kubeconfig_path, "--prefix", "hub", "--namespace", home, "--output", "json")
+    assert code == 0, output
+    web = {(r["namespace"], r["workload"], r["container"]): r for r in json.loads(output)["rows"]}[
+        (apps, "Deployment/web", "c0")
+    ]
+    assert web["reason"] == "upstream-unverified"
+    assert "under the prefix docker-hub, not hub" in web["detail"]
 
 
 def test_scan_names_what_it_may_not_read(control_plane: ControlPlane, tmp_path: Path) -> None:

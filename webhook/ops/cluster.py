@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from webhook.controller.kube import REQUEST_TIMEOUT, body
-from webhook.core.upstream_status import DOCUMENT_KEY, StatusDocument, Verification, verification
+from webhook.core.upstream_status import DOCUMENT_KEY, StatusDocument, Target, Verification, verification
 
 PAGE = 500
 
@@ -70,9 +70,12 @@ def _all(list_fn: Callable[..., Any], on_page: Callable[[int], None]) -> list[di
 
 
 def published_verification(
-    api: client.ApiClient, namespace: str, configmap: str, max_age: datetime.timedelta
+    api: client.ApiClient, namespace: str, configmap: str, max_age: datetime.timedelta, target: Target
 ) -> tuple[Verification | None, str]:
-    """The webhook's view of the upstreams from the controller's status ConfigMap, or None and why not."""
+    """The webhook's view of the upstreams from the controller's status ConfigMap, or None and why not.
+
+    As the webhook does, it trusts an entry only when it was verified for `target` (registry, prefix, mode).
+    """
     core: Any = client.CoreV1Api(api)
     try:
         found = body(
@@ -91,4 +94,4 @@ def published_verification(
         return None, f"the upstream status is unreadable: {error}"
     if document is None:
         return None, f"{namespace}/{configmap} holds no {DOCUMENT_KEY}"
-    return verification(document, datetime.datetime.now(datetime.UTC), max_age), ""
+    return verification(document, datetime.datetime.now(datetime.UTC), max_age, target=target), ""

@@ -28,6 +28,7 @@ def scan(settings: ScanSettings) -> int:
         settings.namespace,
         settings.upstream_status_configmap,
         datetime.timedelta(seconds=settings.upstream_status_max_age_seconds),
+        settings.rewrite_rules().status_target(settings.pull_secret_mode),
     )
 
     def progress(kind: str, count: int) -> None:

@@ -88,7 +88,11 @@ def _cluster_checks(
                 forbidden("controller", "controller's upstream checks", status_forbidden.rule, status_forbidden.where)
             )
         else:
-            checklist.add(*controller.upstreams(document, problem, rewrite_rules.status_target(), now, max_age))
+            checklist.add(
+                *controller.upstreams(
+                    document, problem, rewrite_rules.status_target(settings.pull_secret_mode), now, max_age
+                )
+            )
         checklist.add(controller.token(cluster, settings.secret_name, now))
         if settings.controller_url:
             checklist.add(*controller.metrics(settings.controller_url, now))
@@ -115,7 +119,9 @@ def _cluster_checks(
             checklist.add(forbidden("webhook", "webhook answers", status_forbidden.rule, status_forbidden.where))
         else:
             verified = (
-                verification(document, now, max_age, problem, target=rewrite_rules.status_target())
+                verification(
+                    document, now, max_age, problem, target=rewrite_rules.status_target(settings.pull_secret_mode)
+                )
                 if settings.require_verified_upstreams
                 else None
             )
