@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -153,6 +156,7 @@ def run_controller(args: Sequence[str]) -> int:
 def run_scan(args: Sequence[str]) -> int:
     from webhook.ops.command import scan
 
+    _release_defaults("scan", args)
     return scan(_load(ScanSettings, "scan", args))
 
 
@@ -165,7 +169,33 @@ def run_remove_pull_secrets(args: Sequence[str]) -> int:
 def run_doctor(args: Sequence[str]) -> int:
     from webhook.ops.doctor import doctor
 
+    _release_defaults("doctor", args)
     return doctor(_load(DoctorSettings, "doctor", args))
+
+
+def _release_defaults(command: str, args: Sequence[str]) -> None:
+    """With `--release NAME`: the installed release's settings become environment defaults (flags still win)."""
+    from webhook.ops.release import ReleaseNotFoundError, release_environment
+
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    for name in ("--release", "--namespace", "--kubeconfig"):
+        early.add_argument(name)
+    try:
+        known, _ = early.parse_known_args(list(args))
+    except argparse.ArgumentError:
+        return  # the settings' own parser says what is wrong
+    release = known.release or os.environ.get(f"{ENV_PREFIX}RELEASE", "")
+    if not release:
+        return
+    namespace = known.namespace or os.environ.get(f"{ENV_PREFIX}NAMESPACE", "ecr-pullthrough")
+    kubeconfig = known.kubeconfig or os.environ.get(f"{ENV_PREFIX}KUBECONFIG")
+    try:
+        found = release_environment(Path(kubeconfig) if kubeconfig else None, namespace, release)
+    except ReleaseNotFoundError as error:
+        print(f"ecr-pullthrough {command}: --release {release}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for key, value in found.items():
+        os.environ.setdefault(key, value)
 
 
 def run_demo(args: Sequence[str]) -> int:

@@ -276,6 +276,11 @@ class ScanSettings(CommonSettings):
         None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
     )
     namespace: str = Field("ecr-pullthrough", description="the release namespace (its upstream status ConfigMap)")
+    release: str = Field(
+        "",
+        description="read the settings of this installed Helm release (in --namespace): its settings ConfigMap "
+        "and its Deployments' flags; your own flags and environment still win",
+    )
     upstream_status_configmap: str = Field(
         "ecr-pullthrough-upstream-status",
         description="the controller's upstream status ConfigMap; without it, every upstream counts as verified",
@@ -339,6 +344,11 @@ class DoctorSettings(CommonSettings):
         None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
     )
     namespace: str = Field("ecr-pullthrough", description="the release namespace")
+    release: str = Field(
+        "",
+        description="read the settings of this installed Helm release (in --namespace): its settings ConfigMap "
+        "and its Deployments' flags; your own flags and environment still win",
+    )
     check: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DOCTOR_CHECKS),
         description="the checks to run, comma-separated: " + ",".join(DOCTOR_CHECKS),

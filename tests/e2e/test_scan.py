@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.e2e.chart import REGISTRY
+from tests.e2e.chart import REGISTRY, apply, render
 from tests.e2e.controllers import token_kubeconfig
 from tests.e2e.controlplane import ControlPlane
 
@@ -208,3 +208,54 @@ def test_scan_names_what_it_may_not_read(control_plane: ControlPlane, tmp_path: 
         in problems
     )
     assert any(p.startswith("no upstream status") for p in problems)
+
+
+def test_scan_and_doctor_read_an_installed_release_s_settings(
+    control_plane: ControlPlane, helm: Path, tmp_path: Path
+) -> None:
+    """`--release`: the settings ConfigMap and the Deployments' flags of the release, not the defaults."""
+    release, namespace = "shop", f"shop-{uuid.uuid4().hex[:6]}"
+    apps = f"{namespace}-apps"
+    control_plane.create_namespace(namespace)
+    control_plane.create_namespace(apps)
+    templates = (
+        "templates/configmap.yaml",
+        "templates/webhook-deployment.yaml",
+        "templates/controller-deployment.yaml",
+    )
+    objects = render(
+        helm,
+        release=release,
+        namespace=namespace,
+        show_only=templates,
+        set_values={"prefix": "hub", "secretName": "shop-pull", "requireVerifiedUpstreams": "false"},
+    )
+    with control_plane.api_client() as api:
+        apply(api, objects, namespace)
+        client.CoreV1Api(api).create_namespaced_pod(
+            apps, {"metadata": {"name": "web"}, "spec": template("nginx:1.27")["spec"]}
+        )
+    base = [sys.executable, "-m", "webhook"]
+    where = ["--kubeconfig", str(control_plane.kubeconfig_path), "--release", release, "--namespace", namespace]
+
+    done = subprocess.run([*base, "scan", *where, "--output", "json"], capture_output=True, text=True, check=False)
+    found = json.loads(done.stdout)
+    [web] = [r for r in found["rows"] if r["namespace"] == apps]
+    assert web["result"] == f"{REGISTRY}/hub/library/nginx:1.27", "the release's registry and prefix"
+    status = f"{namespace}/{release}-ecr-pullthrough-upstream-status"
+    assert any(status in problem for problem in found["problems"]), found["problems"]
+
+    done = subprocess.run(
+        [*base, "doctor", *where, "--check", "upstream-status,webhook-configuration", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = done.stdout + done.stderr
+    assert f"{release}-ecr-pullthrough-upstream-status" in report, report
+    assert f"{release}-ecr-pullthrough-webhook-tls" in report or f"{release}-ecr-pullthrough" in report, report
+
+    done = subprocess.run([*base, "scan", *where[:2], "--release", "nope", "--namespace", namespace],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert f"no settings ConfigMap of release nope in namespace {namespace}" in done.stderr
