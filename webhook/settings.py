@@ -48,6 +48,12 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _secret_name(value: str) -> str:
+    if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+        raise ValueError("a Secret name is a lowercase DNS subdomain, e.g. ecr-pullthrough")
+    return value
+
+
 def _split_map(value: Any) -> Any:
     """Accept `host=prefix,host=prefix` as well as JSON `{"host": "prefix"}`."""
     if isinstance(value, str):
@@ -145,12 +151,7 @@ class CommonSettings(BaseSettings):
                 )
         return value
 
-    @field_validator("secret_name")
-    @classmethod
-    def _check_secret_name(cls, value: str) -> str:
-        if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
-            raise ValueError("a Secret name is a lowercase DNS subdomain, e.g. ecr-pullthrough")
-        return value
+    _check_secret_name = field_validator("secret_name")(_secret_name)
 
     @field_validator("opt_out_label")
     @classmethod
@@ -295,15 +296,7 @@ class RemovePullSecretsSettings(BaseSettings):
     """`ecr-pullthrough remove-pull-secrets`: after a switch to `--pull-secret-mode node-role`, remove this
     installation's pull Secrets from every namespace (lists them unless --delete)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        extra="forbid",
-        cli_kebab_case=True,
-        cli_avoid_json=True,
-        cli_hide_none_type=True,
-        cli_implicit_flags=True,
-        validate_default=True,
-    )
+    model_config = SettingsConfigDict(**{**CommonSettings.model_config, "cli_implicit_flags": True})
 
     kubeconfig: Path | None = Field(
         None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
@@ -315,12 +308,7 @@ class RemovePullSecretsSettings(BaseSettings):
     )
     delete: bool = Field(False, description="delete them; without it, only list what would be deleted")
 
-    @field_validator("secret_name")
-    @classmethod
-    def _check_secret_name(cls, value: str) -> str:
-        if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
-            raise ValueError("a Secret name is a lowercase DNS subdomain, e.g. ecr-pullthrough")
-        return value
+    _check_secret_name = field_validator("secret_name")(_secret_name)
 
     @field_validator("instance")
     @classmethod
