@@ -112,7 +112,7 @@ def test_a_loop_hit_by_an_unexpected_error_recovers_and_stays_live(
 ) -> None:
     """Item 2: an http.client error (not an OSError) from the registry probe used to end the monitor's thread."""
     ecr.registry_garbage = True
-    args = (*FAST, "--upstream-status-configmap", STATUS_CONFIGMAP, "--verify-seconds", "1")
+    args = (*FAST, *NO_WRITE_LIMIT, "--upstream-status-configmap", STATUS_CONFIGMAP, "--verify-seconds", "1")
     with controller_process(kubeconfig, ecr, tmp_path, "a", *args) as running:
         wait_for(lambda: "BadStatusLine" in running.log(), timeout=30, what="the probe to fail with BadStatusLine")
         assert running.get("/healthz")[0] == 200
