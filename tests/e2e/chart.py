@@ -38,6 +38,11 @@ def render(
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
+def installed(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `helm install` creates: not the `helm test` hooks (test_helm_test.py), made only by `helm test`."""
+    return [o for o in objects if "test" not in (o["metadata"].get("annotations") or {}).get("helm.sh/hook", "")]
+
+
 def apply(api: client.ApiClient, objects: list[dict[str, Any]], namespace: str) -> None:
     """Create each object (or replace it if it exists), whatever its kind."""
     dynamic = DynamicClient(api)

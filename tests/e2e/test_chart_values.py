@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.chart import CHART, REGISTRY, apply, render
+from tests.e2e.chart import CHART, REGISTRY, apply, installed, render
 from tests.e2e.controllers import token_kubeconfig
 from tests.e2e.controlplane import ControlPlane
 from tests.support import wait_for, webhook_process
@@ -93,11 +93,6 @@ def test_every_value_added_since_0_1_0_has_its_default_for_reuse_values() -> Non
 
 
 # -- ServiceAccounts ---------------------------------------------------------------------------------------
-
-
-def installed(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What `helm install` creates: not the `helm test` hooks (test_helm_test.py), made only by `helm test`."""
-    return [o for o in objects if "test" not in (o["metadata"].get("annotations") or {}).get("helm.sh/hook", "")]
 
 
 def test_service_accounts_are_created_by_default(helm: Path) -> None:

@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.chart import REGISTRY, apply, render
+from tests.e2e.chart import REGISTRY, apply, installed, render
 from tests.e2e.controllers import ControllerProcess, controller_process, token_kubeconfig
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.fixtures_webhook import annotations, create_pod, images, pod, pull_secrets, registered_webhook, unique
@@ -389,7 +389,7 @@ def rules(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("certificates", ["controller", "certManager"])
 def test_the_chart_in_node_role_mode_renders_no_pull_secret_rbac(helm: Path, certificates: str) -> None:
-    objects = render(helm, set_values={"pullSecretMode": "node-role", "certificates.mode": certificates})
+    objects = installed(render(helm, set_values={"pullSecretMode": "node-role", "certificates.mode": certificates}))
     secret_rules = [(kind, rule) for kind, rule in rules(objects) if "secrets" in rule["resources"]]
     if certificates == "certManager":
         assert secret_rules == []
