@@ -474,7 +474,7 @@ def controller_args() -> tuple[str, ...]:
         "--verify-seconds", "5",
         "--probe-images", "docker.io=library/hello:1",
         # Off: several tests here make pulls fail on purpose, within one window of each other, and the
-        # successes that outweigh such failures in a real cluster are few. tests/node/test_pull_guard.py
+        # successes that outweigh such failures in a real cluster are few. tests/node/test_guard.py
         # starts its own controller with the guard on.
         "--pull-guard=false",
     )  # fmt: skip

@@ -50,15 +50,16 @@ def verified(bed: NodeBed) -> bool:
 
 def docker_hub_verified_in(text: str, pull_secret_mode: str) -> bool:
     """Whether an upstream status document (the ConfigMap's, or the webhook's file) says Docker Hub is verified,
-    in the given pull-secret mode (the webhook trusts no other)."""
+    in the given pull-secret mode (the webhook trusts no other), and not degraded (the pull-outcome guard)."""
     return any(
-        s.upstream == "docker.io" and s.verified and s.pull_secret_mode == pull_secret_mode
+        s.upstream == "docker.io" and s.verified and s.degraded_since is None and s.pull_secret_mode == pull_secret_mode
         for s in StatusDocument.parse(text).upstreams
     )
 
 
 def wait_verified(bed: NodeBed) -> None:
-    """Until the controller has verified Docker Hub in the bed's mode, and the webhook's status file says so."""
+    """Until the controller has verified Docker Hub in the bed's mode (not degraded), and the webhook's status
+    file says so: from then on the webhook rewrites Docker Hub images."""
     wait_for(lambda: verified(bed), timeout=60, what="the controller to verify Docker Hub through the stand-in")
 
     def in_the_file() -> bool:

@@ -109,15 +109,18 @@ class OutcomeWindow:
         self.thresholds = thresholds
         self._outcomes: collections.deque[Outcome] = collections.deque(maxlen=max_outcomes)
         self.last_failure: float | None = None
+        self.last_success: float | None = None
 
     def clear(self) -> None:
         self._outcomes.clear()
-        self.last_failure = None
+        self.last_failure = self.last_success = None
 
     def add(self, item: Outcome) -> None:
         self._outcomes.append(item)
         if item.failed:
             self.last_failure = max(item.at, self.last_failure or item.at)
+        else:
+            self.last_success = max(item.at, self.last_success or item.at)
 
     def evidence(self, now: float) -> str | None:
         """One sentence when the failures cross the threshold at `now`, else None."""
@@ -154,10 +157,9 @@ class Degraded:
 def degradation(previous: Degraded | None, window: OutcomeWindow, now: datetime.datetime) -> Degraded | None:
     """The upstream's degradation at `now`, given the last one and its window.
 
-    Degraded from the moment the evidence crosses the threshold; recovered once no pull through
-    the cache has failed for `quiet_seconds` (trial pods, rewritten one in `trial_one_in` while
-    degraded, are what can fail meanwhile), and the window starts afresh. The webhook rewrites
-    again only once the normal verification passes too, since it requires both.
+    Degraded from the moment the evidence crosses the threshold; recovered at `recovery_due`, and
+    the window starts afresh. The webhook rewrites again only once the normal verification passes
+    too, since it requires both.
     """
     if previous is not None and now.timestamp() >= recovery_due(previous, window):
         window.clear()  # what degraded it is answered; judge afresh from here
@@ -169,9 +171,17 @@ def degradation(previous: Degraded | None, window: OutcomeWindow, now: datetime.
 
 
 def recovery_due(previous: Degraded, window: OutcomeWindow) -> float:
-    """When (seconds since the epoch) a degraded upstream recovers if nothing else fails."""
+    """When (seconds since the epoch) a degraded upstream recovers if nothing else fails.
+
+    `quiet_seconds` after the last failed pull, once a pull through the cache has succeeded since
+    (a trial pod, or a pod rewritten earlier whose retry now works). Without such proof, a whole
+    window: pods that keep failing retry with the kubelet's backoff (up to 5 minutes apart), and a
+    gap between two retries is no sign of a working cache.
+    """
     quiet_since = window.last_failure if window.last_failure is not None else previous.since.timestamp()
-    return quiet_since + window.thresholds.quiet_seconds
+    limit = window.thresholds
+    proven = window.last_success is not None and window.last_success > quiet_since
+    return quiet_since + (limit.quiet_seconds if proven else max(limit.quiet_seconds, limit.window_seconds))
 
 
 def is_trial(uid: str, one_in: int) -> bool:

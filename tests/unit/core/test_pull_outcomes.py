@@ -119,7 +119,7 @@ def test_failures_leave_the_window_as_it_slides() -> None:
     assert window.evidence(T0.timestamp() + 700) is None
 
 
-def test_recovery_waits_for_a_quiet_period_that_a_failed_trial_restarts() -> None:
+def test_recovery_needs_a_working_pull_and_a_quiet_period_that_a_failed_trial_restarts() -> None:
     thresholds = Thresholds(
         window_seconds=600, min_failures=5, min_images=2, min_pods=3, failure_ratio=0.5, quiet_seconds=300
     )
@@ -138,11 +138,26 @@ def test_recovery_waits_for_a_quiet_period_that_a_failed_trial_restarts() -> Non
     assert trial is not None
     window.add(trial)
     assert degradation(degraded, window, at(400)) is not None
+    # No pull has succeeded since: a gap between two retries proves nothing; a whole window must pass.
+    assert recovery_due(degraded, window) == T0.timestamp() + 250 + 600
+    assert degradation(degraded, window, at(560)) is not None
+    # A pull through the cache works again (a trial pod): 300 s after the last failure, recovered.
+    success = outcome(*pulled(cached("img1:1")), at=T0.timestamp() + 300, pod="a/t2", node="n", target=TARGET)
+    assert success is not None
+    window.add(success)
     assert recovery_due(degraded, window) == T0.timestamp() + 550
     assert degradation(degraded, window, at(549)) is not None
-    # 300 s without a failure: recovered, and the old failures no longer count.
+    # Recovered, and the old failures no longer count.
     assert degradation(degraded, window, at(550)) is None
     assert degradation(None, window, at(551)) is None
+
+
+def test_without_a_working_pull_recovery_waits_a_whole_window() -> None:
+    window = replay([(i, f"a/p{i}", "n", failed(cached(f"img{i % 3}:1"), FORBIDDEN)) for i in range(6)])
+    degraded = degradation(None, window, at(10))
+    assert degraded is not None
+    assert degradation(degraded, window, at(5 + 599)) is not None
+    assert degradation(degraded, window, at(5 + 600)) is None
 
 
 def test_one_pod_in_n_is_a_trial_by_its_uid() -> None:

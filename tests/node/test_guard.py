@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.fixtures_webhook import create_pod, new_namespace
-from tests.node.bed import RELEASE_NAMESPACE, STATUS_CONFIGMAP, NodeBed
+from tests.node.bed import PULL_SECRET, RELEASE_NAMESPACE, STATUS_CONFIGMAP, NodeBed
 from tests.node.pods import REWRITTEN, any_since, container_log, log_mark, node_pod, wait_phase, wait_verified
 from tests.node.test_fallback import STATUS_PROPAGATION_SECONDS
 from tests.support import wait_for
@@ -65,6 +65,7 @@ def guarded(bed: NodeBed) -> Iterator[None]:
     finally:
         bed.stop_controller()
         bed.start_controller()
+        wait_verified(bed)  # the usual controller's status, not degraded, reached the webhook
 
 
 @pytest.fixture
@@ -123,7 +124,9 @@ def test_pulls_refused_to_the_node_degrade_docker_hub_and_the_next_pod_runs_from
     print(
         f"first failed pull {first.isoformat()}, degraded {since.isoformat()}: {(since - first).total_seconds():.1f} s"
     )
-    assert "403" in degraded["degradedReason"]
+    assert "pulls through the cache failed" in degraded["degradedReason"]
+    # (Its sample is the latest failure, which may be the previous test's image: the window holds both.)
+    assert "403 Forbidden" in bed.controller.log(), "the guard logged the node's refused pulls"
     assert degraded["verified"] is True, "the probe still passes: only the nodes' pulls fail"
     wait_for(lambda: webhook_sees_degraded(bed), timeout=STATUS_PROPAGATION_SECONDS, what="the webhook's status file")
 
@@ -135,8 +138,13 @@ def test_pulls_refused_to_the_node_degrade_docker_hub_and_the_next_pod_runs_from
     assert container_log(namespace, done, "main") == "hello from library/hello:1"
     assert any_since(bed, mark) == [], "the next pod did not go near the cache"
 
-    # The cache serves the node again: after the quiet period (10 s here) without a failed pull, it recovers.
+    # The cache serves the node again. A pod rewritten earlier (its image already the cache's) now pulls; after
+    # the quiet period (10 s here) without a failed pull, Docker Hub recovers.
     bed.standin.refuse_agent = None
+    earlier = node_pod("earlier", {"main": f"{REWRITTEN}/library/hello:1"})
+    earlier["spec"]["imagePullSecrets"] = [{"name": PULL_SECRET}]  # as the webhook gave it then
+    with bed.plane.api_client() as api:
+        create_pod(api, namespace, earlier)
     for name in ("web", "worker"):  # their retries would keep failing the window's quiet: gone
         with bed.plane.api_client() as api:
             client.CoreV1Api(api).delete_namespaced_pod(name, namespace, grace_period_seconds=0)
