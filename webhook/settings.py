@@ -270,8 +270,8 @@ class RewriteCommandSettings(CommonSettings):
     """
 
 
-class ScanSettings(CommonSettings):
-    """`ecr-pullthrough scan`: what the webhook would do to every workload of the cluster, read-only."""
+class InstallationSettings(CommonSettings):
+    """What the operator tools (`scan`, `doctor`) read of an installation: where it is, and its status."""
 
     kubeconfig: Path | None = Field(
         None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
@@ -284,11 +284,17 @@ class ScanSettings(CommonSettings):
     )
     upstream_status_configmap: str = Field(
         "ecr-pullthrough-upstream-status",
-        description="the controller's upstream status ConfigMap; without it, every upstream counts as verified",
+        description="the controller's upstream status ConfigMap (in --namespace); scan without one shows every "
+        "upstream as verified",
     )
     upstream_status_max_age_seconds: float = Field(
         7200, gt=0, description="an upstream status older than this counts as unknown, as for the webhook"
     )
+
+
+class ScanSettings(InstallationSettings):
+    """`ecr-pullthrough scan`: what the webhook would do to every workload of the cluster, read-only."""
+
     output: Literal["text", "json"] = Field("text", description="a table per namespace, or JSON for scripts")
 
 
@@ -321,31 +327,16 @@ class RemovePullSecretsSettings(BaseSettings):
 DOCTOR_CHECKS = ("controller", "aws", "pull-secrets", "webhook-configuration", "webhook", "upstream-status")
 
 
-class DoctorSettings(CommonSettings):
+class DoctorSettings(InstallationSettings):
     """`ecr-pullthrough doctor`: a checklist of what works and what to fix, each line pass, warn or fail.
 
     The names default to a release named ecr-pullthrough (the chart's names for another release:
     `<release>-ecr-pullthrough-...`). The exit status is 1 when any check fails.
     """
 
-    kubeconfig: Path | None = Field(
-        None, description="kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else in-cluster"
-    )
-    namespace: str = Field("ecr-pullthrough", description="the release namespace")
-    release: str = Field(
-        "",
-        description="read the settings of this installed Helm release (in --namespace): its settings ConfigMap "
-        "and its Deployments' flags; your own flags and environment still win",
-    )
     check: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DOCTOR_CHECKS),
         description="the checks to run, comma-separated: " + ",".join(DOCTOR_CHECKS),
-    )
-    upstream_status_configmap: str = Field(
-        "ecr-pullthrough-upstream-status", description="the controller's upstream status ConfigMap (in --namespace)"
-    )
-    upstream_status_max_age_seconds: float = Field(
-        7200, gt=0, description="an upstream status older than this counts as unknown, as for the webhook"
     )
     require_verified_upstreams: bool = Field(
         True, description="as the webhook is set: false means it rewrites without the controller's verification"
