@@ -440,3 +440,19 @@ def test_mirrored_role_keeps_instance_metadata_off(helm: Path) -> None:
     container = controller["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"} in container["env"]
     assert "--node-role-credentials=mirrored-role" in container["args"]
+
+
+def test_node_role_without_a_cluster_role_keeps_its_role(helm: Path) -> None:
+    """cert-manager certificates and no pull-outcome guard: nothing cluster-wide, but the Lease and status still."""
+    objects = installed(
+        render(
+            helm,
+            set_values={
+                "pullSecretMode": "node-role",
+                "certificates.mode": "certManager",
+                "controller.pullGuard.enabled": "false",
+            },
+            show_only=("templates/controller-rbac.yaml",),
+        )
+    )
+    assert sorted(obj["kind"] for obj in objects) == ["Role", "RoleBinding", "ServiceAccount"]
